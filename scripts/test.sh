@@ -1,0 +1,247 @@
+#!/usr/bin/env bash
+# castellan test command: lint gates, throwaway PostgreSQL cluster, test suite.
+#
+# Usage: scripts/test.sh [extra args passed to the test runner, e.g. a filter]
+#
+# Environment:
+#   CI=true                         use the nextest `ci` profile
+#   CASTELLAN_TEST_SKIP_GATES=1     skip fmt / clippy / source gates (local use)
+#   CASTELLAN_TEST_ONLY_PG_SMOKE=1  only start PostgreSQL, run a smoke query, stop
+#
+# Exports for the tests:
+#   CASTELLAN_TEST_PG_URL   postgres://castellan_admin:PASSWORD@127.0.0.1:PORT/postgres?sslmode=disable
+#   CASTELLAN_TEST_PG_BIN   directory holding initdb/pg_ctl/postgres (e.g. /usr/lib/postgresql/15/bin)
+#   CASTELLAN_TEST_PG_USER  unprivileged user that runs PostgreSQL when root, else empty
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+IS_ROOT=0
+if [ "$(id -u)" -eq 0 ]; then IS_ROOT=1; fi
+
+# ---------------------------------------------------------------- prerequisites
+find_pg_bin() {
+    local preferred=/usr/lib/postgresql/15/bin
+    if [ -x "$preferred/initdb" ]; then
+        printf '%s\n' "$preferred"
+        return 0
+    fi
+    local found
+    found=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/initdb' -type f 2>/dev/null \
+        | sort -V | tail -n 1)
+    if [ -n "$found" ]; then
+        dirname "$found"
+        return 0
+    fi
+    return 1
+}
+
+missing_pkgs=()
+PG_BIN=$(find_pg_bin || true)
+if [ -z "$PG_BIN" ]; then missing_pkgs+=(postgresql); fi
+if ! command -v openssl >/dev/null 2>&1; then missing_pkgs+=(openssl); fi
+
+if [ "${#missing_pkgs[@]}" -gt 0 ]; then
+    if [ "$IS_ROOT" -ne 1 ]; then
+        die "missing ${missing_pkgs[*]} (PostgreSQL server binaries /usr/lib/postgresql/*/bin/initdb" \
+            "and openssl are required); install with: sudo apt-get install -y ${missing_pkgs[*]}  (or run this script as root)"
+    fi
+    step "installing ${missing_pkgs[*]} with apt-get"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing_pkgs[@]}"
+    PG_BIN=$(find_pg_bin || true)
+    [ -n "$PG_BIN" ] || die "PostgreSQL installed but no /usr/lib/postgresql/*/bin/initdb found"
+    command -v openssl >/dev/null 2>&1 || die "openssl still missing after install"
+fi
+PG_VERSION=$(basename "$(dirname "$PG_BIN")")
+
+# ------------------------------------------------------------------------ gates
+run_gates() {
+    step "cargo fmt --all -- --check"
+    cargo fmt --all -- --check
+
+    local locked=()
+    if [ -f Cargo.lock ]; then locked=(--locked); fi
+    step "cargo clippy --all-targets ${locked[*]} -- -D warnings"
+    cargo clippy --all-targets "${locked[@]}" -- -D warnings
+
+    step "source gate (src/)"
+    local bad=0 hits
+    hits=$(grep -rnIE '\b(TODO|FIXME|XXX|HACK)\b|\btodo!\(|\bunimplemented!\(|\bdbg!\(' src || true)
+    if [ -n "$hits" ]; then
+        printf '%s\n' "$hits" >&2
+        printf 'source gate: TODO/FIXME/XXX/HACK, todo!(), unimplemented!() or dbg!() in src/\n' >&2
+        bad=1
+    fi
+    hits=$(grep -rnIE '\be?print(ln)?!' src | grep -v '^src/cli_output\.rs:' || true)
+    if [ -n "$hits" ]; then
+        printf '%s\n' "$hits" >&2
+        printf 'source gate: print!/println!/eprint!/eprintln! outside src/cli_output.rs\n' >&2
+        bad=1
+    fi
+    [ "$bad" -eq 0 ] || exit 1
+}
+
+if [ "${CASTELLAN_TEST_ONLY_PG_SMOKE:-0}" != 1 ] && [ "${CASTELLAN_TEST_SKIP_GATES:-0}" != 1 ]; then
+    run_gates
+fi
+
+# ------------------------------------------------------- throwaway PostgreSQL
+PG_USER=""
+if [ "$IS_ROOT" -eq 1 ]; then
+    if getent passwd postgres >/dev/null 2>&1; then
+        PG_USER=postgres
+    else
+        PG_USER=castellan-test
+        if ! getent passwd "$PG_USER" >/dev/null 2>&1; then
+            step "creating system user $PG_USER"
+            useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
+        fi
+    fi
+    PG_TMP=$(mktemp -d /tmp/castellan-pg.XXXXXX)
+else
+    PG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/castellan-pg.XXXXXX")
+fi
+PG_DATA="$PG_TMP/data"
+PG_SOCK="$PG_TMP/sock"
+PG_LOG="$PG_TMP/postgres.log"
+PG_STARTED=0
+
+# Run a PostgreSQL tool as the cluster owner, from a directory it can read.
+as_pg() {
+    if [ -n "$PG_USER" ]; then
+        (cd "$PG_TMP" && runuser -u "$PG_USER" -- "$@")
+    else
+        (cd "$PG_TMP" && "$@")
+    fi
+}
+
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    if [ "$PG_STARTED" -eq 1 ] || [ -f "$PG_DATA/postmaster.pid" ]; then
+        if [ "$rc" -ne 0 ] && [ -s "$PG_LOG" ]; then
+            printf '==> last 50 lines of the PostgreSQL log (%s)\n' "$PG_LOG" >&2
+            tail -n 50 "$PG_LOG" >&2
+        fi
+        step "stopping PostgreSQL"
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m immediate -w stop >/dev/null 2>&1
+        if [ -f "$PG_DATA/postmaster.pid" ]; then
+            # pg_ctl could not stop it: kill our own postmaster by its pid file.
+            local pid
+            pid=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null)
+            if [[ "$pid" =~ ^[0-9]+$ ]]; then kill -KILL "$pid" 2>/dev/null; sleep 1; fi
+        fi
+    elif [ "$rc" -ne 0 ] && [ -s "$PG_LOG" ]; then
+        tail -n 50 "$PG_LOG" >&2
+    fi
+    rm -rf "$PG_TMP"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+PG_PASSWORD=$(openssl rand -hex 16)
+mkdir -p "$PG_SOCK"
+( umask 077; printf '%s\n' "$PG_PASSWORD" >"$PG_TMP/pwfile" )
+if [ -n "$PG_USER" ]; then chown -R "$PG_USER:" "$PG_TMP"; fi
+chmod 700 "$PG_TMP" "$PG_SOCK"
+
+step "initdb (PostgreSQL $PG_VERSION) in $PG_DATA${PG_USER:+ as $PG_USER}"
+as_pg "$PG_BIN/initdb" -D "$PG_DATA" --username=castellan_admin --pwfile="$PG_TMP/pwfile" \
+    --auth=scram-sha-256 -E UTF8 --locale=C >"$PG_TMP/initdb.log" 2>&1 \
+    || { cat "$PG_TMP/initdb.log" >&2; die "initdb failed"; }
+rm -f "$PG_TMP/pwfile"
+cat >"$PG_DATA/pg_hba.conf" <<'HBA'
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  scram-sha-256
+host    all       all   127.0.0.1/32   scram-sha-256
+host    all       all   ::1/128        scram-sha-256
+HBA
+if [ -n "$PG_USER" ]; then chown "$PG_USER:" "$PG_DATA/pg_hba.conf"; fi
+chmod 600 "$PG_DATA/pg_hba.conf"
+
+port_in_use() {
+    local port=$1
+    if command -v ss >/dev/null 2>&1; then
+        [ -n "$(ss -Hltn "sport = :$port" 2>/dev/null)" ] && return 0
+    fi
+    # Fallback / double check: can we connect to it?
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
+}
+
+PG_PORT=""
+port=55432
+attempts=0
+while [ "$attempts" -lt 10 ] && [ "$port" -lt 65535 ]; do
+    if port_in_use "$port"; then
+        port=$((port + 1))
+        continue
+    fi
+    attempts=$((attempts + 1))
+    step "starting PostgreSQL $PG_VERSION on 127.0.0.1:$port"
+    if as_pg "$PG_BIN/pg_ctl" -w -t 60 -D "$PG_DATA" -l "$PG_LOG" \
+        -o "-p $port -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        start >/dev/null; then
+        PG_PORT=$port
+        PG_STARTED=1
+        break
+    fi
+    printf 'PostgreSQL did not start on port %s, trying the next one\n' "$port" >&2
+    port=$((port + 1))
+done
+[ -n "$PG_PORT" ] || die "could not start PostgreSQL (see log above)"
+
+export CASTELLAN_TEST_PG_URL="postgres://castellan_admin:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/postgres?sslmode=disable"
+export CASTELLAN_TEST_PG_BIN="$PG_BIN"
+export CASTELLAN_TEST_PG_USER="$PG_USER"
+
+if [ "${CASTELLAN_TEST_ONLY_PG_SMOKE:-0}" = 1 ]; then
+    step "PostgreSQL smoke test"
+    "$PG_BIN/psql" "$CASTELLAN_TEST_PG_URL" -v ON_ERROR_STOP=1 -X -q -t -c 'select version()'
+    "$PG_BIN/psql" "$CASTELLAN_TEST_PG_URL" -v ON_ERROR_STOP=1 -X -q -c 'CREATE DATABASE smoke_x'
+    step "smoke test passed"
+    exit 0
+fi
+
+# ------------------------------------------------------------------------ tests
+locked=()
+if [ -f Cargo.lock ]; then locked=(--locked); fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+    runner=(cargo nextest run --workspace --all-targets --no-fail-fast)
+    if [ "${CI:-}" = true ]; then runner+=(--profile ci); fi
+else
+    printf 'cargo-nextest not available, falling back to cargo test\n'
+    runner=(cargo test --workspace --all-targets --no-fail-fast)
+fi
+runner+=("${locked[@]}" "$@")
+
+test_rc=0
+step "${runner[*]}"
+"${runner[@]}" || test_rc=$?
+
+if [ -f src/lib.rs ]; then
+    # Doc tests take plain name filters only; skip them when runner options were given.
+    only_filters=1
+    for arg in "$@"; do
+        case "$arg" in -*) only_filters=0 ;; esac
+    done
+    if [ "$only_filters" -eq 1 ]; then
+        step "cargo test --doc ${locked[*]} $*"
+        doc_rc=0
+        cargo test --doc "${locked[@]}" "$@" || doc_rc=$?
+        if [ "$test_rc" -eq 0 ]; then test_rc=$doc_rc; fi
+    else
+        step "skipping doc tests (runner-specific options given)"
+    fi
+fi
+
+if [ "$test_rc" -eq 0 ]; then step "all tests passed"; else step "tests FAILED (exit $test_rc)"; fi
+exit "$test_rc"

@@ -1,0 +1,103 @@
+//! Builds castellan from a configuration and runs its listeners. Tests use
+//! [`start`] directly: the real application on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::{Auth, Hasher};
+use crate::clock::{Clock, SystemClock};
+use crate::config::Config;
+use crate::crypto::{self, Keys};
+use crate::http::{self, AppState};
+use crate::store;
+
+/// A running castellan.
+pub struct Running {
+    /// Where the public listener is bound (useful with port 0).
+    pub public_addr: SocketAddr,
+    /// The use cases, for tests that need to reach past HTTP.
+    pub auth: Auth,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish within the
+    /// configured timeout, then returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.wait().await
+    }
+
+    /// Waits until the server ends (after a shutdown signal).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.server.await.context("server task failed")??;
+        Ok(())
+    }
+
+    /// A handle that triggers shutdown.
+    pub fn shutdown_handle(&self) -> watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}
+
+/// Opens storage, starts the hashing pool and binds the listeners.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`start`] with an injected clock.
+pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let master = match &config.secret_key {
+        Some(key) => key.clone(),
+        None => crypto::load_or_create_dev_key(&config.data_dir)?,
+    };
+    let store = store::open(&config).await?;
+    let hasher = Hasher::start(config.hash_threads, config.hash_queue, config.argon2)?;
+    let auth = Auth {
+        config: config.clone(),
+        store,
+        keys: Keys::derive(&master),
+        hasher,
+        clock,
+    };
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
+    let public_addr = listener.local_addr()?;
+    let app = http::public_app(AppState { auth: auth.clone() });
+    let (shutdown, mut signal) = watch::channel(false);
+    let grace = config.shutdown_timeout;
+    let server = tokio::spawn(async move {
+        let mut drain_signal = signal.clone();
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = signal.wait_for(|stop| *stop).await;
+            });
+        let serve = std::pin::pin!(serve.into_future());
+        // After the signal, in-flight requests get `grace` to finish.
+        tokio::select! {
+            result = serve => result,
+            () = async {
+                let _ = drain_signal.wait_for(|stop| *stop).await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("shutdown timeout reached; dropping unfinished requests");
+                Ok(())
+            }
+        }
+    });
+    tracing::info!(%public_addr, backend = auth.store.backend(), "castellan is listening");
+    Ok(Running {
+        public_addr,
+        auth,
+        shutdown,
+        server,
+    })
+}

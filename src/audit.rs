@@ -1,0 +1,89 @@
+//! Security events: what happened, to whom, from where. Each event is
+//! written to the database (the admin API reads it back) and logged.
+//! Details are small JSON objects and never carry a secret.
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::domain::UserId;
+use crate::store::{NewEvent, Store, StoreError};
+
+/// Every kind of security event castellan records. `docs/logging.md` lists
+/// them all; a test fails when one is missing there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    UserRegistered,
+    LoginSucceeded,
+    LoginFailed,
+    Logout,
+    SessionCreated,
+    SessionRevoked,
+    PasswordRehashed,
+    HashingSaturated,
+}
+
+impl EventKind {
+    pub const ALL: &[EventKind] = &[
+        EventKind::UserRegistered,
+        EventKind::LoginSucceeded,
+        EventKind::LoginFailed,
+        EventKind::Logout,
+        EventKind::SessionCreated,
+        EventKind::SessionRevoked,
+        EventKind::PasswordRehashed,
+        EventKind::HashingSaturated,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::UserRegistered => "user_registered",
+            EventKind::LoginSucceeded => "login_succeeded",
+            EventKind::LoginFailed => "login_failed",
+            EventKind::Logout => "logout",
+            EventKind::SessionCreated => "session_created",
+            EventKind::SessionRevoked => "session_revoked",
+            EventKind::PasswordRehashed => "password_rehashed",
+            EventKind::HashingSaturated => "hashing_saturated",
+        }
+    }
+}
+
+/// Who is asking and from where, as resolved at the HTTP boundary.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: String,
+    /// Client address (socket peer, or the trusted proxies' report).
+    pub ip: String,
+    /// User-Agent, cut to printable characters and a maximum length.
+    pub user_agent: String,
+}
+
+/// Writes an event to the store and to the log.
+pub async fn record(
+    store: &dyn Store,
+    now: time::OffsetDateTime,
+    kind: EventKind,
+    user: Option<UserId>,
+    meta: &RequestMeta,
+    detail: Value,
+) -> Result<(), StoreError> {
+    tracing::info!(
+        event = kind.as_str(),
+        user_id = user.map(|u| u.0.to_string()).unwrap_or_default(),
+        ip = %meta.ip,
+        detail = %detail,
+        "security event"
+    );
+    store
+        .append_event(&NewEvent {
+            id: Uuid::new_v4(),
+            at: now,
+            kind: kind.as_str(),
+            user_id: user,
+            ip: meta.ip.clone(),
+            user_agent: meta.user_agent.clone(),
+            request_id: meta.request_id.clone(),
+            detail,
+        })
+        .await
+}

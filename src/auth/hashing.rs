@@ -1,0 +1,245 @@
+//! Password hashing, isolated on its own threads.
+//!
+//! Argon2id is deliberately expensive, so it runs on a dedicated pool of
+//! threads (one per CPU by default) fed by a bounded queue. When the queue is
+//! full the caller is told at once ([`HashError::Busy`], a 503 with
+//! `Retry-After`) instead of piling up memory, and the async runtime that
+//! serves session checks never waits behind a hash.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+
+use anyhow::anyhow;
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::oneshot;
+use tracing::Span;
+
+use crate::config::Argon2Config;
+use crate::crypto;
+use crate::domain::Password;
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Every hashing thread is busy and the queue is full.
+    #[error("password hashing is saturated")]
+    Busy,
+    #[error(transparent)]
+    Failed(#[from] anyhow::Error),
+}
+
+/// The outcome of checking a password against a stored hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub matches: bool,
+    /// The stored hash used other parameters than the configured ones.
+    pub needs_rehash: bool,
+}
+
+/// The hashing pool. Cloning shares the same threads.
+#[derive(Clone)]
+pub struct Hasher {
+    sender: SyncSender<Job>,
+    /// Jobs submitted but not yet started (for metrics and tests).
+    queued: Arc<AtomicUsize>,
+    params: Params,
+    /// A hash of a random password with the configured parameters, checked
+    /// for unknown emails so they cost the same as a wrong password.
+    dummy_hash: Arc<String>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").field("params", &self.params).finish()
+    }
+}
+
+fn argon2(params: &Params) -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+}
+
+fn hash_blocking(params: &Params, password: &[u8]) -> anyhow::Result<String> {
+    let salt = crypto::random_bytes::<16>()?;
+    let hash = argon2(params)
+        .hash_password_with_salt(password, &salt)
+        .map_err(|e| anyhow!("argon2 hashing failed: {e}"))?;
+    Ok(hash.to_string())
+}
+
+fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verified {
+    let Ok(parsed) = PasswordHash::new(stored) else {
+        return Verified {
+            matches: false,
+            needs_rehash: true,
+        };
+    };
+    let matches = argon2(params).verify_password(password, &parsed).is_ok();
+    let current = Params::try_from(&parsed).ok();
+    let needs_rehash = parsed.algorithm.as_str() != "argon2id"
+        || current.is_none_or(|p| {
+            p.m_cost() != params.m_cost() || p.t_cost() != params.t_cost() || p.p_cost() != params.p_cost()
+        });
+    Verified { matches, needs_rehash }
+}
+
+impl Hasher {
+    /// Starts `threads` hashing threads (0 = one per CPU) with room for
+    /// `queue` waiting jobs.
+    pub fn start(threads: usize, queue: usize, cost: Argon2Config) -> anyhow::Result<Self> {
+        let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
+            .map_err(|e| anyhow!("invalid Argon2 parameters: {e}"))?;
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        } else {
+            threads
+        };
+        let (sender, receiver) = mpsc::sync_channel::<Job>(queue);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let queued = Arc::new(AtomicUsize::new(0));
+        for i in 0..threads {
+            let receiver = receiver.clone();
+            std::thread::Builder::new()
+                .name(format!("argon2-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only while waiting for the next job.
+                        let job = match receiver.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return, // every sender dropped: shut down
+                        }
+                    }
+                })?;
+        }
+        let mut random = crypto::random_bytes::<32>()?;
+        let dummy_hash = Arc::new(hash_blocking(&params, &random)?);
+        zeroize::Zeroize::zeroize(&mut random);
+        Ok(Self {
+            sender,
+            queued,
+            params,
+            dummy_hash,
+        })
+    }
+
+    /// Jobs waiting for a thread right now.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Params) -> T + Send + 'static) -> Result<T, HashError> {
+        let (tx, rx) = oneshot::channel();
+        let params = self.params.clone();
+        let queued = self.queued.clone();
+        let span = Span::current();
+        let job: Job = Box::new(move || {
+            queued.fetch_sub(1, Ordering::Relaxed);
+            let _entered = span.enter();
+            let _ = tx.send(work(&params));
+        });
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        match self.sender.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(HashError::Busy);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                return Err(HashError::Failed(anyhow!("hashing threads are gone")));
+            }
+        }
+        rx.await.map_err(|_| HashError::Failed(anyhow!("hashing job was dropped")))
+    }
+
+    /// Hashes a new password (Argon2id, 16-byte random salt, PHC string).
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let password = password.clone();
+        self.run(move |params| hash_blocking(params, password.expose_bytes()))
+            .await?
+            .map_err(HashError::Failed)
+    }
+
+    /// Checks a password against a stored hash; with `None` (unknown user)
+    /// the same work is done against a dummy hash and the answer is "no".
+    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified, HashError> {
+        let password = password.clone();
+        let known = stored.is_some();
+        let stored = stored.map_or_else(|| self.dummy_hash.as_str().to_string(), str::to_string);
+        let verified = self
+            .run(move |params| verify_blocking(params, password.expose_bytes(), &stored))
+            .await?;
+        Ok(Verified {
+            matches: verified.matches && known,
+            needs_rehash: verified.needs_rehash && known,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PasswordPolicy;
+
+    const CHEAP: Argon2Config = Argon2Config {
+        memory_kib: 8 * 1024,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    fn pw(s: &str) -> Password {
+        Password::new_with_policy(
+            s,
+            &PasswordPolicy {
+                min_length: 8,
+                max_length: 1024,
+            },
+        )
+        .unwrap()
+    }
+
+    // covers: ASVS-11.4.2, ASVS-11.2.2, N63B-10, N63B-09
+    #[tokio::test]
+    async fn hashes_are_argon2id_with_unique_salts_and_verify_exactly() {
+        let h = Hasher::start(1, 4, CHEAP).unwrap();
+        let long = "x".repeat(100);
+        let a = h.hash(&pw(&long)).await.unwrap();
+        let b = h.hash(&pw(&long)).await.unwrap();
+        assert!(a.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{a}");
+        assert_ne!(a, b, "salts must differ");
+        assert!(h.verify(&pw(&long), Some(&a)).await.unwrap().matches);
+        // No truncation: the 72-character prefix must not match.
+        assert!(!h.verify(&pw(&long[..72]), Some(&a)).await.unwrap().matches);
+        assert!(!h.verify(&pw(&"X".repeat(100)), Some(&a)).await.unwrap().matches);
+        // Unknown user: never matches.
+        assert!(!h.verify(&pw(&long), None).await.unwrap().matches);
+        // Stronger configured parameters ask for a rehash of the old hash.
+        let stronger = Hasher::start(1, 4, Argon2Config { memory_kib: 9 * 1024, ..CHEAP }).unwrap();
+        let v = stronger.verify(&pw(&long), Some(&a)).await.unwrap();
+        assert!(v.matches && v.needs_rehash);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_at_once() {
+        let h = Hasher::start(1, 1, Argon2Config { memory_kib: 64 * 1024, iterations: 4, parallelism: 1 }).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let h = h.clone();
+            tasks.push(tokio::spawn(async move { h.hash(&pw("abcdefghijkl")).await }));
+        }
+        let mut busy = 0;
+        for t in tasks {
+            if matches!(t.await.unwrap(), Err(HashError::Busy)) {
+                busy += 1;
+            }
+        }
+        assert!(busy >= 1, "with one thread and a queue of one, some of 8 must be refused");
+    }
+}

@@ -1,0 +1,95 @@
+//! Password login.
+//!
+//! The outcome is an explicit state: a full session, or, for a user with a
+//! second factor, a pending session that may only finish MFA or log out.
+
+use serde_json::json;
+
+use super::{Auth, ServiceError};
+use crate::audit::{self, EventKind, RequestMeta};
+use crate::domain::{Aal, Email, Password, Session, SessionToken};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// Unknown email or wrong password: indistinguishable on purpose.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// Correct password, but an administrator locked the account.
+    #[error("account locked")]
+    Locked,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<crate::store::StoreError> for LoginError {
+    fn from(e: crate::store::StoreError) -> Self {
+        LoginError::Service(e.into())
+    }
+}
+
+impl From<super::HashError> for LoginError {
+    fn from(e: super::HashError) -> Self {
+        LoginError::Service(e.into())
+    }
+}
+
+/// A successful login: the token is shown to the client once.
+#[derive(Debug)]
+pub struct LoggedIn {
+    pub token: SessionToken,
+    pub session: Session,
+}
+
+impl Auth {
+    /// Checks email and password and opens a session.
+    pub async fn login(&self, email: &Email, password: &Password, meta: &RequestMeta) -> Result<LoggedIn, LoginError> {
+        let found = self.store.find_credentials(email.key()).await?;
+        let verified = match self
+            .hasher
+            .verify(password, found.as_ref().map(|c| c.password_hash.as_str()))
+            .await
+        {
+            Ok(v) => v,
+            Err(super::HashError::Busy) => {
+                let now = self.clock.now();
+                audit::record(&*self.store, now, EventKind::HashingSaturated, None, meta, json!({"route": "login"}))
+                    .await?;
+                return Err(ServiceError::Busy.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = self.clock.now();
+        let Some(credentials) = found.filter(|_| verified.matches) else {
+            let user = self.store.find_credentials(email.key()).await?.map(|c| c.user.id);
+            let reason = if user.is_some() { "wrong_password" } else { "unknown_user" };
+            audit::record(&*self.store, now, EventKind::LoginFailed, user, meta, json!({"reason": reason, "factor": "password"}))
+                .await?;
+            return Err(LoginError::InvalidCredentials);
+        };
+        let user = credentials.user;
+        if user.locked {
+            audit::record(&*self.store, now, EventKind::LoginFailed, Some(user.id), meta, json!({"reason": "locked", "factor": "password"}))
+                .await?;
+            return Err(LoginError::Locked);
+        }
+        if verified.needs_rehash {
+            // The password is known to be right: store it with today's cost.
+            let upgraded = self.hasher.hash(password).await?;
+            self.store.set_password_hash(user.id, &upgraded).await?;
+            audit::record(&*self.store, now, EventKind::PasswordRehashed, Some(user.id), meta, json!({})).await?;
+        }
+        let pending = user.mfa_enabled;
+        let (token, session) = self.open_session(user.id, Aal::Aal1, pending, meta).await?;
+        self.store.record_login(user.id, now).await?;
+        audit::record(
+            &*self.store,
+            now,
+            EventKind::LoginSucceeded,
+            Some(user.id),
+            meta,
+            json!({"factor": "password", "session_id": session.id, "mfa_pending": pending}),
+        )
+        .await?;
+        Ok(LoggedIn { token, session })
+    }
+}

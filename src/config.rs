@@ -1,0 +1,817 @@
+//! Configuration: defaults, then a TOML file, then `CASTELLAN_*` variables.
+//!
+//! Every setting is declared once in [`SETTINGS`] (key, environment name,
+//! default, meaning). The file uses the same keys in lower case
+//! (`session_idle_timeout = "30m"`); the environment uses `CASTELLAN_` plus the
+//! key in upper case. Secret settings can also be read from a file named by
+//! `<key>_file` / `CASTELLAN_<KEY>_FILE`. Everything is parsed and validated
+//! at start-up, all problems are reported together, and the result is
+//! immutable.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use secrecy::SecretString;
+
+/// One declared setting.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    /// Key in the TOML file.
+    pub key: &'static str,
+    /// Default value as written in the docs; empty means "unset".
+    pub default: &'static str,
+    /// Whether the value may come from a file (`*_FILE`) and must never be printed.
+    pub secret: bool,
+    /// One-line meaning, used by `castellan --help` style listings and docs checks.
+    pub meaning: &'static str,
+}
+
+impl Setting {
+    /// The environment variable that overrides this setting.
+    pub fn env_name(&self) -> String {
+        format!("CASTELLAN_{}", self.key.to_ascii_uppercase())
+    }
+}
+
+const fn s(key: &'static str, default: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        key,
+        default,
+        secret: false,
+        meaning,
+    }
+}
+
+const fn secret(key: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        key,
+        default: "",
+        secret: true,
+        meaning,
+    }
+}
+
+/// Every setting castellan understands. `docs/configuration.md` documents
+/// each one; a test fails when one is missing there.
+pub const SETTINGS: &[Setting] = &[
+    s("profile", "dev", "`dev` or `production` (production refuses insecure settings)"),
+    secret("database_url", "`sqlite://PATH` or `postgres://...`; default SQLite in the data directory"),
+    s("data_dir", "./data", "where the default SQLite database, the dev secret key and mail go"),
+    s("listen", "127.0.0.1:8080", "public listener address"),
+    s("admin_listen", "127.0.0.1:8081", "admin listener address (only with an admin token)"),
+    secret("admin_token", "admin bearer token (at least 32 bytes); unset means no admin listener"),
+    secret("secret_key", "base64 of at least 32 random bytes for keyed hashes and encryption"),
+    s("session_idle_timeout", "30m", "a session unused this long ends"),
+    s("session_lifetime", "12h", "absolute session lifetime"),
+    s("session_pending_lifetime", "5m", "lifetime of a session waiting for its second factor"),
+    s("session_max_per_user", "20", "full sessions one user may hold; a new one ends the oldest"),
+    s("reauth_window", "10m", "re-authentication window for sensitive actions"),
+    s("require_mfa", "false", "every user must enrol TOTP before doing anything else"),
+    s("password_min_length", "15", "minimum password length in characters (never below 8)"),
+    s("password_max_length", "1024", "maximum password length in characters (at least 64)"),
+    s("argon2_memory_kib", "19456", "Argon2id memory cost in KiB"),
+    s("argon2_iterations", "2", "Argon2id time cost"),
+    s("argon2_parallelism", "1", "Argon2id lanes"),
+    s("hash_threads", "0", "threads hashing passwords; 0 means one per CPU"),
+    s("hash_queue", "32", "password hashes that may wait; beyond it logins get 503"),
+    s("reset_token_ttl", "30m", "lifetime of a password-reset token"),
+    s("verification_token_ttl", "24h", "lifetime of an email-verification token"),
+    s("mail_transport", "file", "`file` (writes .eml files) or `smtp`"),
+    s("mail_dir", "./data/mail", "where the `file` transport writes messages"),
+    s("log_format", "", "`json` or `pretty`; default pretty in dev, json in production"),
+    s("log_level", "info", "tracing filter, e.g. `info` or `castellan=debug`"),
+    s("trusted_proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed"),
+    s("behind_tls_proxy", "false", "production only: TLS is terminated by a proxy in front"),
+    s("db_max_connections", "0", "PostgreSQL pool size; 0 means 2 x CPUs + 1"),
+    s("db_acquire_timeout", "2s", "longest wait for a database connection before 503"),
+    s("shutdown_timeout", "10s", "how long in-flight requests may finish after SIGTERM"),
+];
+
+/// `dev` or `production`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTransport {
+    File,
+    Smtp,
+}
+
+/// Which database backend and where.
+#[derive(Clone)]
+pub enum DatabaseConfig {
+    Sqlite { path: PathBuf },
+    Postgres { url: SecretString },
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
+            Self::Postgres { .. } => f.write_str("Postgres([redacted url])"),
+        }
+    }
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub idle_timeout: Duration,
+    pub lifetime: Duration,
+    pub pending_lifetime: Duration,
+    pub reauth_window: Duration,
+    /// Full sessions one user may hold at once.
+    pub max_per_user: usize,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: Profile,
+    pub database: DatabaseConfig,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<SecretString>,
+    /// Decoded key material; `None` in dev means "generate or load from the data dir".
+    pub secret_key: Option<SecretBytes>,
+    pub session: SessionConfig,
+    pub require_mfa: bool,
+    pub password_min_length: usize,
+    pub password_max_length: usize,
+    pub argon2: Argon2Config,
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    pub reset_token_ttl: Duration,
+    pub verification_token_ttl: Duration,
+    pub mail_transport: MailTransport,
+    pub mail_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub behind_tls_proxy: bool,
+    pub db_max_connections: u32,
+    pub db_acquire_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Secret key bytes whose `Debug` never shows them.
+#[derive(Clone)]
+pub struct SecretBytes(pub(crate) zeroize::Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes([redacted])")
+    }
+}
+
+impl SecretBytes {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// One problem with one setting, phrased so an operator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.problem)
+    }
+}
+
+/// Every problem found while loading; the process stops on any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<SettingError>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where each raw value came from, for error messages.
+#[derive(Debug, Clone)]
+struct Raw {
+    value: String,
+    source: String,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then `env`.
+    ///
+    /// `file` is `(path, required)`: the default `castellan.toml` is optional,
+    /// a file named with `--config` must exist.
+    pub fn load(
+        file: Option<(&Path, bool)>,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        let mut errors = Vec::new();
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        for setting in SETTINGS {
+            raw.insert(
+                setting.key,
+                Raw {
+                    value: setting.default.to_string(),
+                    source: "default".into(),
+                },
+            );
+        }
+        if let Some((path, required)) = file {
+            match std::fs::read_to_string(path) {
+                Ok(text) => read_toml(path, &text, &mut raw, &mut errors),
+                Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => errors.push(SettingError {
+                    setting: path.display().to_string(),
+                    problem: format!("cannot read the configuration file ({e})"),
+                }),
+            }
+        }
+        read_env(env, &mut raw, &mut errors);
+        let config = Self::from_raw(&raw, &mut errors);
+        match config {
+            Some(c) if errors.is_empty() => Ok(c),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    fn from_raw(raw: &BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) -> Option<Self> {
+        let mut p = Parser { raw, errors };
+        let profile = p.parse("profile", |v| match v {
+            "dev" => Ok(Profile::Dev),
+            "production" => Ok(Profile::Production),
+            _ => Err("must be `dev` or `production`".into()),
+        });
+        let data_dir = p.parse("data_dir", nonempty_path);
+        let database = p.parse("database_url", parse_database_url);
+        let listen = p.parse("listen", parse_addr);
+        let admin_listen = p.parse("admin_listen", parse_addr);
+        let admin_token = p.parse("admin_token", |v| {
+            if v.is_empty() {
+                Ok(None)
+            } else if v.len() < 32 {
+                Err("must be at least 32 characters of random data (e.g. `openssl rand -base64 32`)".into())
+            } else {
+                Ok(Some(SecretString::from(v.to_string())))
+            }
+        });
+        let secret_key = p.parse("secret_key", |v| {
+            if v.is_empty() {
+                return Ok(None);
+            }
+            use base64::Engine;
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim()))
+                .map_err(|_| "must be base64 (e.g. `openssl rand -base64 32`)".to_string())?;
+            if bytes.len() < 32 {
+                return Err(format!(
+                    "decodes to {} bytes; at least 32 random bytes are needed (`openssl rand -base64 32`)",
+                    bytes.len()
+                ));
+            }
+            Ok(Some(SecretBytes(zeroize::Zeroizing::new(bytes))))
+        });
+        let idle_timeout = p.parse("session_idle_timeout", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+        });
+        let lifetime = p.parse("session_lifetime", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600))
+        });
+        let pending_lifetime = p.parse("session_pending_lifetime", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(3600))
+        });
+        let reauth_window = p.parse("reauth_window", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+        });
+        let max_per_user = p.parse("session_max_per_user", |v| parse_int_in(v, 1, 1000));
+        let require_mfa = p.parse("require_mfa", parse_bool);
+        let password_min_length = p.parse("password_min_length", |v| parse_int_in(v, 8, 64));
+        let password_max_length = p.parse("password_max_length", |v| parse_int_in(v, 64, 4096));
+        let memory_kib = p.parse("argon2_memory_kib", |v| parse_int_in(v, 8 * 1024, 4 * 1024 * 1024));
+        let iterations = p.parse("argon2_iterations", |v| parse_int_in(v, 1, 64));
+        let parallelism = p.parse("argon2_parallelism", |v| parse_int_in(v, 1, 16));
+        let hash_threads = p.parse("hash_threads", |v| parse_int_in(v, 0, 256));
+        let hash_queue = p.parse("hash_queue", |v| parse_int_in(v, 1, 100_000));
+        let reset_token_ttl = p.parse("reset_token_ttl", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+        });
+        let verification_token_ttl = p.parse("verification_token_ttl", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))
+        });
+        let mail_transport = p.parse("mail_transport", |v| match v {
+            "file" => Ok(MailTransport::File),
+            "smtp" => Ok(MailTransport::Smtp),
+            _ => Err("must be `file` or `smtp`".into()),
+        });
+        let mail_dir = p.parse("mail_dir", nonempty_path);
+        let log_format = p.parse("log_format", |v| match v {
+            "" => Ok(None),
+            "json" => Ok(Some(LogFormat::Json)),
+            "pretty" => Ok(Some(LogFormat::Pretty)),
+            _ => Err("must be `json` or `pretty`".into()),
+        });
+        let log_level = p.parse("log_level", |v| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map(|_| v.to_string())
+                .map_err(|e| format!("is not a valid tracing filter ({e})"))
+        });
+        let trusted_proxies = p.parse("trusted_proxies", parse_cidrs);
+        let behind_tls_proxy = p.parse("behind_tls_proxy", parse_bool);
+        let db_max_connections = p.parse("db_max_connections", |v| parse_int_in(v, 0, 10_000));
+        let db_acquire_timeout = p.parse("db_acquire_timeout", |v| {
+            parse_duration_in(v, Duration::from_millis(10), Duration::from_secs(60))
+        });
+        let shutdown_timeout = p.parse("shutdown_timeout", |v| {
+            parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
+        });
+
+        let profile = profile?;
+        let data_dir = data_dir?;
+        let database = database?.unwrap_or_else(|| DatabaseConfig::Sqlite {
+            path: data_dir.join("castellan.db"),
+        });
+        let (lifetime, idle_timeout) = (lifetime?, idle_timeout?);
+        let (min, max) = (password_min_length?, password_max_length?);
+        let config = Config {
+            profile,
+            database,
+            listen: listen?,
+            admin_listen: admin_listen?,
+            admin_token: admin_token?,
+            secret_key: secret_key?,
+            session: SessionConfig {
+                idle_timeout,
+                lifetime,
+                pending_lifetime: pending_lifetime?,
+                reauth_window: reauth_window?,
+                max_per_user: usize::try_from(max_per_user?).ok()?,
+            },
+            require_mfa: require_mfa?,
+            password_min_length: usize::try_from(min).ok()?,
+            password_max_length: usize::try_from(max).ok()?,
+            argon2: Argon2Config {
+                memory_kib: u32::try_from(memory_kib?).ok()?,
+                iterations: u32::try_from(iterations?).ok()?,
+                parallelism: u32::try_from(parallelism?).ok()?,
+            },
+            hash_threads: usize::try_from(hash_threads?).ok()?,
+            hash_queue: usize::try_from(hash_queue?).ok()?,
+            reset_token_ttl: reset_token_ttl?,
+            verification_token_ttl: verification_token_ttl?,
+            mail_transport: mail_transport?,
+            mail_dir: mail_dir?,
+            log_format: log_format?.unwrap_or(match profile {
+                Profile::Dev => LogFormat::Pretty,
+                Profile::Production => LogFormat::Json,
+            }),
+            log_level: log_level?,
+            trusted_proxies: trusted_proxies?,
+            behind_tls_proxy: behind_tls_proxy?,
+            db_max_connections: u32::try_from(db_max_connections?).ok()?,
+            db_acquire_timeout: db_acquire_timeout?,
+            shutdown_timeout: shutdown_timeout?,
+            data_dir,
+        };
+        config.cross_check(errors);
+        Some(config)
+    }
+
+    /// Rules that involve more than one setting, and the production profile.
+    fn cross_check(&self, errors: &mut Vec<SettingError>) {
+        let mut fail = |setting: &str, problem: &str| {
+            errors.push(SettingError {
+                setting: setting.into(),
+                problem: problem.into(),
+            })
+        };
+        if self.password_max_length < self.password_min_length {
+            fail("password_max_length", "must not be below password_min_length");
+        }
+        if self.session.idle_timeout > self.session.lifetime {
+            fail("session_idle_timeout", "must not exceed session_lifetime");
+        }
+        if self.mail_transport == MailTransport::Smtp {
+            fail(
+                "mail_transport",
+                "`smtp` is not available in this build yet; use `file` (see docs/configuration.md)",
+            );
+        }
+        if self.profile == Profile::Production {
+            if self.secret_key.is_none() {
+                fail(
+                    "secret_key",
+                    "is required in production: set CASTELLAN_SECRET_KEY or CASTELLAN_SECRET_KEY_FILE to `openssl rand -base64 32`",
+                );
+            }
+            if !self.behind_tls_proxy {
+                fail(
+                    "behind_tls_proxy",
+                    "production needs TLS in front of castellan: terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true",
+                );
+            }
+            if self.log_level.contains("trace") || self.log_level.contains("debug") {
+                fail("log_level", "debug and trace logging are refused in production; use `info`");
+            }
+            if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
+                fail(
+                    "admin_listen",
+                    "the admin listener serves plain HTTP and must stay on a loopback address in production",
+                );
+            }
+        }
+    }
+}
+
+/// Collects errors while parsing each raw value.
+struct Parser<'a> {
+    raw: &'a BTreeMap<&'static str, Raw>,
+    errors: &'a mut Vec<SettingError>,
+}
+
+impl Parser<'_> {
+    fn parse<T>(&mut self, key: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.raw.get(key)?;
+        match f(raw.value.trim()) {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                let secret = SETTINGS.iter().any(|s| s.key == key && s.secret);
+                let shown = if secret {
+                    String::new()
+                } else {
+                    format!(" (got {:?} from {})", truncate(&raw.value, 60), raw.source)
+                };
+                self.errors.push(SettingError {
+                    setting: format!("CASTELLAN_{}", key.to_ascii_uppercase()),
+                    problem: format!("{problem}{shown}"),
+                });
+                None
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn read_toml(
+    path: &Path,
+    text: &str,
+    raw: &mut BTreeMap<&'static str, Raw>,
+    errors: &mut Vec<SettingError>,
+) {
+    let table: toml::Table = match text.parse() {
+        Ok(t) => t,
+        Err(e) => {
+            errors.push(SettingError {
+                setting: path.display().to_string(),
+                problem: format!("is not valid TOML: {}", e.message()),
+            });
+            return;
+        }
+    };
+    for (key, value) in table {
+        let (setting, from_file) = match lookup(&key) {
+            Some(found) => found,
+            None => {
+                errors.push(SettingError {
+                    setting: format!("{key} in {}", path.display()),
+                    problem: "is not a known setting (see docs/configuration.md)".into(),
+                });
+                continue;
+            }
+        };
+        let value = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        let source = format!("{} key {key}", path.display());
+        insert_value(setting, from_file, value, source, raw, errors);
+    }
+}
+
+fn read_env(env: &BTreeMap<String, String>, raw: &mut BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("CASTELLAN_") else {
+            continue;
+        };
+        // Variables of the test harness and tooling live under CASTELLAN_TEST_.
+        if rest.starts_with("TEST_") {
+            continue;
+        }
+        match lookup(&rest.to_ascii_lowercase()) {
+            Some((setting, from_file)) => {
+                insert_value(setting, from_file, value.clone(), name.clone(), raw, errors)
+            }
+            None => errors.push(SettingError {
+                setting: name.clone(),
+                problem: "is not a known setting (see docs/configuration.md)".into(),
+            }),
+        }
+    }
+}
+
+/// Finds the setting for a key, or for `<key>_file` of a secret setting.
+fn lookup(key: &str) -> Option<(&'static Setting, bool)> {
+    if let Some(s) = SETTINGS.iter().find(|s| s.key == key) {
+        return Some((s, false));
+    }
+    let base = key.strip_suffix("_file")?;
+    SETTINGS.iter().find(|s| s.key == base && s.secret).map(|s| (s, true))
+}
+
+fn insert_value(
+    setting: &'static Setting,
+    from_file: bool,
+    value: String,
+    source: String,
+    raw: &mut BTreeMap<&'static str, Raw>,
+    errors: &mut Vec<SettingError>,
+) {
+    let value = if from_file {
+        match std::fs::read_to_string(&value) {
+            Ok(content) => content.trim().to_string(),
+            Err(e) => {
+                errors.push(SettingError {
+                    setting: source,
+                    problem: format!("cannot read the secret file {value:?} ({})", e.kind()),
+                });
+                return;
+            }
+        }
+    } else {
+        value
+    };
+    raw.insert(setting.key, Raw { value, source });
+}
+
+fn nonempty_path(v: &str) -> Result<PathBuf, String> {
+    if v.is_empty() {
+        Err("must not be empty".into())
+    } else {
+        Ok(PathBuf::from(v))
+    }
+}
+
+fn parse_addr(v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| "must be an address with a port, e.g. 127.0.0.1:8080".to_string())
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("must be `true` or `false`".into()),
+    }
+}
+
+fn parse_int_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    let n: u64 = v
+        .parse()
+        .map_err(|_| format!("must be a whole number from {min} to {max}"))?;
+    if n < min || n > max {
+        return Err(format!("must be from {min} to {max}"));
+    }
+    Ok(n)
+}
+
+fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))
+        })
+        .collect()
+}
+
+fn parse_database_url(v: &str) -> Result<Option<DatabaseConfig>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if let Some(path) = v.strip_prefix("sqlite://") {
+        let path = path.split('?').next().unwrap_or_default();
+        if path.is_empty() {
+            return Err("sqlite:// needs a file path, e.g. sqlite://./data/castellan.db".into());
+        }
+        return Ok(Some(DatabaseConfig::Sqlite {
+            path: PathBuf::from(path),
+        }));
+    }
+    if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+        return Ok(Some(DatabaseConfig::Postgres {
+            url: SecretString::from(v.to_string()),
+        }));
+    }
+    Err("must start with sqlite:// or postgres://".into())
+}
+
+/// Parses durations written like `30m`, `12h`, `2s`, `500ms` or `7d`.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let digits_end = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(digits_end);
+    let hint = "must be a number with a unit (ms, s, m, h or d), e.g. 30m";
+    let n: u64 = number.parse().map_err(|_| hint.to_string())?;
+    let (scale_ms, what): (u64, _) = match unit {
+        "ms" => (1, "ms"),
+        "s" => (1_000, "s"),
+        "m" => (60_000, "m"),
+        "h" => (3_600_000, "h"),
+        "d" => (86_400_000, "d"),
+        _ => return Err(hint.to_string()),
+    };
+    let ms = n
+        .checked_mul(scale_ms)
+        .ok_or_else(|| format!("{n}{what} is too large"))?;
+    Ok(Duration::from_millis(ms))
+}
+
+fn parse_duration_in(v: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d < min || d > max {
+        return Err(format!(
+            "must be between {} and {}",
+            format_duration(min),
+            format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// Formats a duration in the same notation the settings use.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, scale) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms >= scale && ms.is_multiple_of(scale) {
+            return format!("{}{unit}", ms / scale);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// The process environment as a map, for [`Config::load`].
+pub fn process_env() -> BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_with_no_configuration() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.profile, Profile::Dev);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
+        assert_eq!(c.session.lifetime, Duration::from_secs(12 * 3600));
+        assert_eq!(c.password_min_length, 15);
+        assert!(matches!(c.database, DatabaseConfig::Sqlite { .. }));
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    // covers: ASVS-1.4.2
+    #[test]
+    fn durations_parse_and_overflow_is_an_error() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("30m").unwrap(), Duration::from_secs(1800));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert!(parse_duration("99999999999999999h").is_err());
+        assert!(parse_duration("10").is_err());
+        assert!(parse_duration("-1s").is_err());
+        let err = Config::load(None, &env(&[("CASTELLAN_SESSION_LIFETIME", "99999999999h")])).unwrap_err();
+        assert_eq!(err.0.len(), 1);
+        assert!(err.0[0].setting.contains("SESSION_LIFETIME"), "{err}");
+    }
+
+    #[test]
+    fn unknown_variables_and_every_bad_value_are_reported_together() {
+        let err = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_NOPE", "1"),
+                ("CASTELLAN_PASSWORD_MIN_LENGTH", "7"),
+                ("CASTELLAN_LISTEN", "nowhere"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(text.contains("CASTELLAN_NOPE"));
+        assert!(text.contains("CASTELLAN_PASSWORD_MIN_LENGTH: must be from 8 to 64"));
+        assert!(text.contains("CASTELLAN_LISTEN"));
+    }
+
+    #[test]
+    fn toml_file_is_overridden_by_env_and_unknown_keys_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("castellan.toml");
+        std::fs::write(&path, "session_idle_timeout = \"5m\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
+        let c = Config::load(Some((&path, true)), &env(&[("CASTELLAN_LISTEN", "127.0.0.1:9001")])).unwrap();
+        assert_eq!(c.session.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.listen.port(), 9001);
+        std::fs::write(&path, "sesion_idle_timeout = \"5m\"\n").unwrap();
+        let err = Config::load(Some((&path, true)), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("sesion_idle_timeout"));
+    }
+
+    // covers: ASVS-13.3.1
+    #[test]
+    fn secrets_come_from_files_and_are_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "c2hvcnQ=\n").unwrap();
+        let err = Config::load(
+            None,
+            &env(&[("CASTELLAN_SECRET_KEY_FILE", key_file.to_str().unwrap())]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("at least 32 random bytes"), "{text}");
+        assert!(!text.contains("c2hvcnQ"), "secret value leaked: {text}");
+        let good = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaA==";
+        std::fs::write(&key_file, good).unwrap();
+        let c = Config::load(None, &env(&[("CASTELLAN_SECRET_KEY_FILE", key_file.to_str().unwrap())])).unwrap();
+        assert_eq!(c.secret_key.unwrap().expose().len(), 34);
+    }
+
+    // covers: ASVS-6.3.2, ASVS-13.4.2
+    #[test]
+    fn production_refuses_insecure_settings() {
+        let err = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_PROFILE", "production"),
+                ("CASTELLAN_ADMIN_TOKEN", "short"),
+                ("CASTELLAN_LOG_LEVEL", "debug"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("CASTELLAN_ADMIN_TOKEN"), "{text}");
+        assert!(text.contains("secret_key"), "{text}");
+        assert!(text.contains("behind_tls_proxy"), "{text}");
+        assert!(text.contains("log_level"), "{text}");
+    }
+
+    #[test]
+    fn password_minimum_never_goes_below_eight() {
+        assert!(Config::load(None, &env(&[("CASTELLAN_PASSWORD_MIN_LENGTH", "7")])).is_err());
+        let c = Config::load(None, &env(&[("CASTELLAN_PASSWORD_MIN_LENGTH", "8")])).unwrap();
+        assert_eq!(c.password_min_length, 8);
+    }
+}

@@ -1,0 +1,14 @@
+//! Types with invariants and no I/O. Input is parsed into these at the HTTP
+//! boundary; the rest of castellan never sees raw strings.
+
+pub mod email;
+pub mod password;
+pub mod session;
+pub mod session_token;
+pub mod user;
+
+pub use email::Email;
+pub use password::{Password, PasswordPolicy};
+pub use session::{Aal, Session};
+pub use session_token::SessionToken;
+pub use user::{User, UserId};

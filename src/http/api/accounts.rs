@@ -1,0 +1,82 @@
+//! Registration and password login.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::set_session_cookie;
+use crate::audit::RequestMeta;
+use crate::domain::password::PasswordError;
+use crate::domain::{Email, Password};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::http::views::{ErrorEnvelope, SessionIssued, SessionView, UserEnvelope, UserView};
+
+/// `POST /v1/registration` and `POST /v1/login` bodies.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
+    pub email: String,
+    /// 15 to 1024 characters by default (see the password policy).
+    #[schema(format = Password, min_length = 1, max_length = 1024)]
+    pub password: String,
+}
+
+fn parse_email(raw: &str) -> Result<Email, ApiError> {
+    Email::parse(raw).map_err(|e| ApiError::InvalidRequest(format!("email: {e}")))
+}
+
+/// Creates an account.
+#[utoipa::path(post, path = "/v1/registration", tag = "accounts", request_body = Credentials, responses(
+    (status = 201, body = UserEnvelope),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request or weak_password"),
+    (status = 409, body = ErrorEnvelope, description = "conflict: email taken"),
+))]
+pub async fn register(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    let password = Password::new_with_policy(&body.password, &state.auth.password_policy())
+        .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
+    let user = state.auth.register(email, &password, &meta).await?;
+    Ok((StatusCode::CREATED, Json(UserEnvelope { user: UserView::from(&user) })).into_response())
+}
+
+/// Logs in with email and password.
+#[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = Credentials, responses(
+    (status = 200, body = SessionIssued, description = "also sets the __Host-castellan_session cookie"),
+    (status = 401, body = ErrorEnvelope, description = "invalid_credentials"),
+    (status = 403, body = ErrorEnvelope, description = "account_locked"),
+    (status = 503, body = ErrorEnvelope, description = "unavailable (hashing saturated)"),
+))]
+pub async fn login(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    ApiJson(body): ApiJson<Credentials>,
+) -> Result<Response, ApiError> {
+    let email = parse_email(&body.email)?;
+    let password = Password::for_verification(&body.password, state.auth.config.password_max_length)
+        .map_err(|e: PasswordError| ApiError::InvalidRequest(format!("password: {e}")))?;
+    let done = state.auth.login(&email, &password, &meta).await?;
+    Ok(issued(&state, done.token, &done.session))
+}
+
+/// The response for every route that issues a token: JSON body plus cookie.
+pub fn issued(state: &AppState, token: crate::domain::SessionToken, session: &crate::domain::Session) -> Response {
+    let idle = state.auth.config.session.idle_timeout;
+    let max_age = (session.expires_at - session.created_at).whole_seconds().max(0);
+    let mut response = Json(SessionIssued {
+        session_token: token.expose().to_string(),
+        session: SessionView::new(session, idle, true),
+    })
+    .into_response();
+    set_session_cookie(&mut response, &token, u64::try_from(max_age).unwrap_or(0));
+    response
+}

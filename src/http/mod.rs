@@ -1,0 +1,88 @@
+//! Everything HTTP: routes, extractors, errors, headers. Status codes,
+//! cookies and headers are decided here and nowhere else.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use tower_http::catch_panic::CatchPanicLayer;
+use utoipa::OpenApi;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::Auth;
+
+pub mod api;
+pub mod client_ip;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod middleware;
+pub mod views;
+
+use error::ApiError;
+
+/// Shared state of the public listener.
+#[derive(Clone)]
+pub struct AppState {
+    pub auth: Auth,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "castellan", description = "Authentication and session service (HTTP contract v1)"),
+    modifiers(&SecuritySchemes),
+)]
+struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(extract::SESSION_COOKIE))),
+        );
+    }
+}
+
+/// The public API's routes and their OpenAPI description, built together
+/// so neither can miss a route.
+pub fn public_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::accounts::register))
+        .routes(routes!(api::accounts::login))
+        .routes(routes!(api::session::logout))
+        .routes(routes!(api::session::current))
+        .routes(routes!(health::live))
+        .routes(routes!(health::ready))
+        .split_for_parts()
+}
+
+/// The public listener's complete application.
+pub fn public_app(state: AppState) -> Router {
+    let (router, openapi) = public_routes();
+    let openapi = std::sync::Arc::new(openapi);
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::custom(middleware::panic_response))
+        .layer(from_fn(middleware::limit_body))
+        .layer(from_fn_with_state(state.clone(), middleware::security_headers))
+        .layer(from_fn(middleware::request_context))
+        .with_state(state)
+}

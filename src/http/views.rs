@@ -1,0 +1,117 @@
+//! What the API returns: only the fields the contract names, never whole
+//! internal objects.
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::domain::{Session, User};
+
+/// Contract `User` object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserView {
+    pub id: Uuid,
+    pub email: String,
+    pub email_verified: bool,
+    pub mfa_enabled: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id.0,
+            email: u.email.as_str().to_string(),
+            email_verified: u.email_verified,
+            mfa_enabled: u.mfa_enabled,
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// Contract `Session` object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    pub id: Uuid,
+    /// `aal1` (password) or `aal2` (password and a second factor).
+    #[schema(example = "aal1")]
+    pub aal: &'static str,
+    pub mfa_pending: bool,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub authenticated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub last_seen_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub idle_expires_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
+    pub expires_at: OffsetDateTime,
+    pub user_agent: String,
+    pub ip: String,
+    /// Whether this is the session making the request.
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(s: &Session, idle_timeout: std::time::Duration, current: bool) -> Self {
+        Self {
+            id: s.id,
+            aal: s.aal.as_str(),
+            mfa_pending: s.mfa_pending,
+            created_at: s.created_at,
+            authenticated_at: s.authenticated_at,
+            last_seen_at: s.last_seen_at,
+            idle_expires_at: s.idle_expires_at(idle_timeout),
+            expires_at: s.expires_at,
+            user_agent: s.user_agent.clone(),
+            ip: s.ip.clone(),
+            current,
+        }
+    }
+}
+
+/// `{"user": User}`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserEnvelope {
+    pub user: UserView,
+}
+
+/// `{"session_token", "session"}`: the token is shown only here.
+#[derive(Serialize, ToSchema)]
+pub struct SessionIssued {
+    #[schema(example = "cst_...")]
+    pub session_token: String,
+    pub session: SessionView,
+}
+
+/// `GET /v1/session`
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentSession {
+    pub session: SessionView,
+    pub user: UserView,
+    /// Send as `X-CSRF-Token` on cookie-authenticated writes.
+    pub csrf_token: String,
+}
+
+/// The contract's error object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[schema(example = "invalid_request")]
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+}

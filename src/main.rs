@@ -1,0 +1,46 @@
+//! Thin entry point: parse the command line, load the configuration, start
+//! telemetry, run one command. Errors end as one line on stderr and exit 1.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use castellan::cli::{Cli, Command};
+use castellan::config::{self, Config};
+use castellan::{cli_output, commands, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let file = match &cli.config {
+        Some(path) => Some((path.as_path(), true)),
+        None => Some((std::path::Path::new("castellan.toml"), false)),
+    };
+    let config = match Config::load(file, &config::process_env()) {
+        Ok(c) => c,
+        Err(e) => {
+            cli_output::fatal(&e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            cli_output::fatal(&format!("cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => commands::serve::run(config).await,
+            Command::Migrate => commands::migrate::run(config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            cli_output::fatal(&format!("{e:#}"));
+            ExitCode::FAILURE
+        }
+    }
+}

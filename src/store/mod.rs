@@ -1,0 +1,186 @@
+//! Storage: small role traits, implemented by an SQLite and a PostgreSQL
+//! backend. All SQL lives in this folder; signatures take and return domain
+//! types. Rules that must hold across requests and nodes (uniqueness, caps)
+//! are enforced inside one transaction or one conditional statement.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::config::{Config, DatabaseConfig};
+use crate::crypto::TokenHash;
+use crate::domain::{Aal, Email, Session, User, UserId};
+
+pub mod postgres;
+pub mod sqlite;
+
+/// What can go wrong in storage, phrased for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule refused the write (e.g. email already registered).
+    #[error("conflict")]
+    Conflict,
+    /// The database cannot be reached now; worth retrying later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or a corrupt row (500).
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+/// Data for a new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: UserId,
+    pub email: Email,
+    pub password_hash: String,
+    pub now: OffsetDateTime,
+}
+
+/// A user with the password hash, used only by login.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// Data for a new session.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: Uuid,
+    pub token_hash: TokenHash,
+    pub user_id: UserId,
+    pub aal: Aal,
+    pub mfa_pending: bool,
+    pub now: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub user_agent: String,
+    pub ip: String,
+}
+
+impl NewSession {
+    pub fn into_session(self) -> Session {
+        Session {
+            id: self.id,
+            user_id: self.user_id,
+            aal: self.aal,
+            mfa_pending: self.mfa_pending,
+            created_at: self.now,
+            authenticated_at: self.now,
+            last_seen_at: self.now,
+            expires_at: self.expires_at,
+            user_agent: self.user_agent,
+            ip: self.ip,
+        }
+    }
+}
+
+/// A security event to append to the record.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    pub kind: &'static str,
+    pub user_id: Option<UserId>,
+    pub ip: String,
+    pub user_agent: String,
+    pub request_id: String,
+    /// Small JSON object; never holds a secret.
+    pub detail: serde_json::Value,
+}
+
+/// A stored security event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub id: Uuid,
+    pub at: OffsetDateTime,
+    pub kind: String,
+    pub user_id: Option<UserId>,
+    pub ip: String,
+    pub user_agent: String,
+    pub request_id: String,
+    pub detail: serde_json::Value,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Creates an account; [`StoreError::Conflict`] when the email is taken.
+    async fn create_user(&self, new: &NewUser) -> Result<User, StoreError>;
+    /// Looks a user up by the case-folded email, with the password hash.
+    async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError>;
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    /// Replaces the stored hash, e.g. after a parameter upgrade.
+    async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError>;
+    async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a session. A full (not pending) session that brings the user
+    /// over `max_full_sessions` evicts the oldest full ones in the same
+    /// transaction; their ids are returned.
+    async fn create_session(
+        &self,
+        new: &NewSession,
+        max_full_sessions: usize,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// The hot path: one indexed lookup by token hash, with the user.
+    async fn find_session(&self, hash: &TokenHash) -> Result<Option<(Session, User)>, StoreError>;
+    /// Records activity, only if the stored value is older than `older_than`.
+    async fn touch_session(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        older_than: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Deletes one session; `false` when it did not exist.
+    async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError>;
+    /// The user's sessions, newest first.
+    async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
+    /// Deletes a user's sessions, keeping `except` if given; returns how many.
+    async fn delete_user_sessions(&self, user: UserId, except: Option<Uuid>) -> Result<u64, StoreError>;
+    /// Deletes every session of every user (incident response).
+    async fn delete_all_sessions(&self) -> Result<u64, StoreError>;
+    /// Deletes up to `batch` sessions that ended before `now` (absolute
+    /// expiry, or no activity since `idle_cutoff`).
+    async fn purge_expired_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError>;
+    /// Newest first, optionally for one user.
+    async fn list_events(&self, user: Option<UserId>, limit: u32) -> Result<Vec<Event>, StoreError>;
+}
+
+/// Everything a backend provides.
+#[async_trait]
+pub trait Store: UserStore + SessionStore + EventStore {
+    /// Cheap round trip for readiness checks.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Name for logs and metrics.
+    fn backend(&self) -> &'static str;
+}
+
+/// Opens the configured backend and applies pending migrations.
+pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.database {
+        DatabaseConfig::Sqlite { path } => Arc::new(sqlite::SqliteStore::open(path).await?),
+        DatabaseConfig::Postgres { url } => Arc::new(postgres::PgStore::connect(url, config).await?),
+    })
+}
+
+/// Applies pending migrations only (the `migrate` command).
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    open(config).await.map(|_| ())
+}
+
+/// Keeps user agents short and printable before they are stored.
+pub const USER_AGENT_MAX: usize = 512;

@@ -1,0 +1,461 @@
+//! The PostgreSQL backend, on sqlx.
+//!
+//! A URL without `sslmode` means `verify-full`: castellan never falls back to
+//! plaintext on its own, and it sets the mode explicitly so that `PGSSLMODE`
+//! in the environment cannot weaken it.
+
+use std::str::FromStr;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::{Postgres, Row, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{
+    Credentials, Event, EventStore, NewEvent, NewSession, NewUser, SessionStore, Store, StoreError,
+    UserStore,
+};
+use crate::config::Config;
+use crate::crypto::TokenHash;
+use crate::domain::{Aal, Email, Session, User, UserId};
+
+/// PostgreSQL storage.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+/// Parses the URL and applies castellan's TLS default (`verify-full`).
+pub fn connect_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
+    let text = url.expose_secret();
+    let options = PgConnectOptions::from_str(text)
+        .map_err(|_| anyhow::anyhow!("CASTELLAN_DATABASE_URL is not a valid postgres:// URL"))?;
+    let explicit_mode = text
+        .split_once('?')
+        .map(|(_, q)| q.split('&').any(|kv| kv.starts_with("sslmode=")))
+        .unwrap_or(false);
+    Ok(if explicit_mode {
+        // Re-apply the parsed mode so PGSSLMODE can never override it.
+        let mode = options.get_ssl_mode();
+        options.ssl_mode(mode)
+    } else {
+        options.ssl_mode(PgSslMode::VerifyFull)
+    })
+}
+
+impl PgStore {
+    /// Connects, checks TLS where it was asked for, and migrates.
+    pub async fn connect(url: &SecretString, config: &Config) -> anyhow::Result<Self> {
+        let options = connect_options(url)?;
+        let mode = options.get_ssl_mode();
+        if !matches!(mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
+            tracing::warn!(
+                sslmode = ?mode,
+                "the PostgreSQL connection does not verify the server certificate; use sslmode=verify-full"
+            );
+        }
+        let max = if config.db_max_connections == 0 {
+            default_pool_size()
+        } else {
+            config.db_max_connections
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(max)
+            .min_connections(1.min(max))
+            .acquire_timeout(config.db_acquire_timeout)
+            .idle_timeout(std::time::Duration::from_secs(600))
+            .max_lifetime(std::time::Duration::from_secs(1800))
+            .connect_with(options)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {}", describe(&e)))?;
+        if matches!(mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa | PgSslMode::Require) {
+            let ssl: Option<bool> =
+                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                    .fetch_optional(&pool)
+                    .await
+                    .context("cannot read pg_stat_ssl")?;
+            if ssl != Some(true) {
+                bail!("the PostgreSQL connection is not encrypted although TLS was required");
+            }
+        }
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .context("PostgreSQL migrations failed")?;
+        Ok(Self { pool })
+    }
+
+    /// The pool, for metrics and tests.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Pool size when none is configured: two connections per CPU plus one.
+/// A session check holds a connection for one short query, so more
+/// connections than the CPUs can keep busy only add contention.
+pub fn default_pool_size() -> u32 {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    u32::try_from(cpus * 2 + 1).unwrap_or(5)
+}
+
+/// A short description of a connection error, without the URL or password.
+fn describe(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => format!("I/O error: {io}"),
+        sqlx::Error::Tls(tls) => format!("TLS error: {tls}"),
+        sqlx::Error::Database(db) => format!("server said: {}", db.message()),
+        sqlx::Error::PoolTimedOut => "timed out".into(),
+        other => other.to_string(),
+    }
+}
+
+fn map_err(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable(describe(&e)),
+        sqlx::Error::Database(db)
+            if db
+                .code()
+                .is_some_and(|c| c.starts_with("57P") || c.starts_with("08") || c == "53300") =>
+        {
+            // admin shutdown, connection exceptions, too many connections
+            StoreError::Unavailable(describe(&e))
+        }
+        _ => StoreError::Unexpected(anyhow::Error::new(e).context("postgres")),
+    }
+}
+
+/// Reads the user columns starting at `at` (see the SELECTs below).
+fn user_from_row(row: &PgRow, at: usize) -> Result<User, sqlx::Error> {
+    let locked_at: Option<OffsetDateTime> = row.try_get(at + 5)?;
+    Ok(User {
+        id: UserId(row.try_get(at)?),
+        email: Email::from_trusted(row.try_get(at + 1)?),
+        email_verified: row.try_get(at + 2)?,
+        mfa_enabled: row.try_get(at + 3)?,
+        created_at: row.try_get(at + 4)?,
+        locked: locked_at.is_some(),
+        last_login_at: row.try_get(at + 6)?,
+    })
+}
+
+fn session_from_row(row: &PgRow, at: usize) -> Result<Session, sqlx::Error> {
+    let aal: String = row.try_get(at + 2)?;
+    Ok(Session {
+        id: row.try_get(at)?,
+        user_id: UserId(row.try_get(at + 1)?),
+        aal: Aal::parse(&aal).unwrap_or(Aal::Aal1),
+        mfa_pending: row.try_get(at + 3)?,
+        created_at: row.try_get(at + 4)?,
+        authenticated_at: row.try_get(at + 5)?,
+        last_seen_at: row.try_get(at + 6)?,
+        expires_at: row.try_get(at + 7)?,
+        user_agent: row.try_get(at + 8)?,
+        ip: row.try_get(at + 9)?,
+    })
+}
+
+async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    pool.begin().await.map_err(map_err)
+}
+
+#[async_trait]
+impl UserStore for PgStore {
+    async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        sqlx::query(
+            "INSERT INTO users (id, email, email_key, password_hash, created_at, password_changed_at)
+             VALUES ($1, $2, $3, $4, $5, $5)",
+        )
+        .bind(new.id.0)
+        .bind(new.email.as_str())
+        .bind(new.email.key())
+        .bind(&new.password_hash)
+        .bind(new.now)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(User {
+            id: new.id,
+            email: new.email.clone(),
+            email_verified: false,
+            mfa_enabled: false,
+            created_at: new.now,
+            locked: false,
+            last_login_at: None,
+        })
+    }
+
+    async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.email_verified, u.mfa_enabled, u.created_at, u.locked_at,
+                    u.last_login_at, u.password_hash
+             FROM users u WHERE u.email_key = $1",
+        )
+        .bind(email_key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| {
+            Ok(Credentials {
+                user: user_from_row(&r, 0)?,
+                password_hash: r.try_get(7)?,
+            })
+        })
+        .transpose()
+        .map_err(map_err)
+    }
+
+    async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.email, u.email_verified, u.mfa_enabled, u.created_at, u.locked_at,
+                    u.last_login_at
+             FROM users u WHERE u.id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| user_from_row(&r, 0)).transpose().map_err(map_err)
+    }
+
+    async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(phc)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(at)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for PgStore {
+    async fn create_session(
+        &self,
+        new: &NewSession,
+        max_full_sessions: usize,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        sqlx::query(
+            "INSERT INTO sessions (id, token_hash, user_id, aal, mfa_pending, created_at,
+                 authenticated_at, last_seen_at, expires_at, user_agent, ip)
+             VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9)",
+        )
+        .bind(new.id)
+        .bind(new.token_hash.0.as_slice())
+        .bind(new.user_id.0)
+        .bind(new.aal.as_str())
+        .bind(new.mfa_pending)
+        .bind(new.now)
+        .bind(new.expires_at)
+        .bind(&new.user_agent)
+        .bind(&new.ip)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut evicted = Vec::new();
+        if !new.mfa_pending {
+            // Serialise concurrent logins of one user so the cap holds.
+            sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+                .bind(new.user_id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+            evicted = sqlx::query_scalar(
+                "DELETE FROM sessions WHERE id IN (
+                     SELECT id FROM sessions WHERE user_id = $1 AND NOT mfa_pending
+                     ORDER BY created_at DESC, id DESC OFFSET $2)
+                 RETURNING id",
+            )
+            .bind(new.user_id.0)
+            .bind(i64::try_from(max_full_sessions).unwrap_or(i64::MAX))
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(evicted)
+    }
+
+    async fn find_session(&self, hash: &TokenHash) -> Result<Option<(Session, User)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.id, s.user_id, s.aal, s.mfa_pending, s.created_at, s.authenticated_at,
+                    s.last_seen_at, s.expires_at, s.user_agent, s.ip,
+                    u.id, u.email, u.email_verified, u.mfa_enabled, u.created_at, u.locked_at,
+                    u.last_login_at
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.token_hash = $1",
+        )
+        .bind(hash.0.as_slice())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?;
+        row.map(|r| Ok((session_from_row(&r, 0)?, user_from_row(&r, 10)?)))
+            .transpose()
+            .map_err(map_err)
+    }
+
+    async fn touch_session(
+        &self,
+        id: Uuid,
+        now: OffsetDateTime,
+        older_than: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $3")
+            .bind(now)
+            .bind(id)
+            .bind(older_than)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.user_id, s.aal, s.mfa_pending, s.created_at, s.authenticated_at,
+                    s.last_seen_at, s.expires_at, s.user_agent, s.ip
+             FROM sessions s WHERE s.user_id = $1 ORDER BY s.created_at DESC, s.id",
+        )
+        .bind(user.0)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| session_from_row(r, 0))
+            .collect::<Result<_, _>>()
+            .map_err(map_err)
+    }
+
+    async fn delete_user_sessions(&self, user: UserId, except: Option<Uuid>) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)")
+            .bind(user.0)
+            .bind(except)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_all_sessions(&self) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn purge_expired_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_cutoff: OffsetDateTime,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE id IN (
+                 SELECT id FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2
+                 LIMIT $3 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now)
+        .bind(idle_cutoff)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn append_event(&self, e: &NewEvent) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO security_events (id, at, kind, user_id, ip, user_agent, request_id, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(e.id)
+        .bind(e.at)
+        .bind(e.kind)
+        .bind(e.user_id.map(|u| u.0))
+        .bind(&e.ip)
+        .bind(&e.user_agent)
+        .bind(&e.request_id)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn list_events(&self, user: Option<UserId>, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, user_id, ip, user_agent, request_id, detail
+             FROM security_events WHERE ($1::uuid IS NULL OR user_id = $1)
+             ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(user.map(|u| u.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| {
+                let user_id: Option<Uuid> = r.try_get(3)?;
+                Ok(Event {
+                    id: r.try_get(0)?,
+                    at: r.try_get(1)?,
+                    kind: r.try_get(2)?,
+                    user_id: user_id.map(UserId),
+                    ip: r.try_get(4)?,
+                    user_agent: r.try_get(5)?,
+                    request_id: r.try_get(6)?,
+                    detail: r.try_get(7)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}
