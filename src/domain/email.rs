@@ -126,7 +126,7 @@ mod tests {
         }
         // Percent-encoded input is taken literally, never decoded.
         assert_eq!(Email::parse("a%2540x@example.com").unwrap().as_str(), "a%2540x@example.com");
-        let long = format!("{}@example.com", "a".repeat(250));
+        let long = format!("{}@example.com", "a".repeat(65));
         assert_eq!(Email::parse(&long), Err(EmailError::Shape));
         let too_long = format!("{}@{}.com", "a".repeat(60), "b".repeat(200));
         assert_eq!(Email::parse(&too_long), Err(EmailError::TooLong));
