@@ -1,1 +1,14 @@
+//! castellan's integration tests: one binary, one module per area.
+//!
+//! Tests that touch storage run on SQLite and on a real PostgreSQL (the
+//! cluster started by `scripts/test.sh`, found through
+//! `CASTELLAN_TEST_PG_URL`); each test gets its own fresh database.
 
+mod helpers;
+
+mod accounts;
+mod black_box;
+mod docs;
+mod http_conventions;
+mod sessions;
+mod store_contract;

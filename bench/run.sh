@@ -1,0 +1,547 @@
+#!/usr/bin/env bash
+# castellan benchmark: one command, prints numbers, writes bench/results/latest.md.
+#
+# Usage: bench/run.sh
+#
+# What it does (about 6-8 minutes on 2 cores once the release build exists):
+#   1. cargo build --release; installs wrk (and sqlite3) with apt-get if missing.
+#   2. cargo run --release --example hash_cost: median Argon2id hash time, 1 thread.
+#   3. For SQLite, then PostgreSQL (a throwaway cluster on a free port):
+#      seeds 100,000 users and 100,000 sessions, then measures with wrk
+#      (2 threads, 20 s after a 3 s warm-up each):
+#        health   GET /health/live                         64 connections
+#        session  GET /v1/session, random seeded token     64 connections
+#        login    POST /v1/login, random seeded user       16 connections
+#        mixed    session (64) and login (16) at the same time
+#   4. Prints a table per backend and the target ratios, and writes them to
+#      bench/results/latest.md.
+#
+# Environment (defaults in brackets; change them only for quick trial runs):
+#   BENCH_USERS [100000]  BENCH_DURATION [20]  BENCH_WARMUP [3]
+#   BENCH_BACKENDS ["sqlite postgres"]  BENCH_KEEP_TMP [0] keep logs and data on exit
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+BENCH=$ROOT/bench
+RESULTS=$BENCH/results
+BIN=$ROOT/target/release/castellan
+
+USERS=${BENCH_USERS:-100000}
+DURATION=${BENCH_DURATION:-20}
+WARMUP=${BENCH_WARMUP:-3}
+BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
+WRK_THREADS=2
+SESSION_CONNS=64
+HEALTH_CONNS=64
+LOGIN_CONNS=16
+# Every seeded user has this password (no quotes or backslashes: it goes into JSON as is).
+PASSWORD=ochre-lantern-quiet-harbor-7391
+SEED_EMAIL=bench-seed@example.com
+
+step() { printf '==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+started_at=$(date +%s)
+
+# ---------------------------------------------------------------- cleanup
+SERVER_PID=""
+SERVER_LOG=""
+WRK_PIDS=()
+PG_STARTED=0
+PG_TMP=""
+PG_DATA=""
+PG_LOG=""
+PG_USER=""
+PG_BIN=""
+BENCH_TMP=$(mktemp -d /tmp/castellan-bench.XXXXXX)
+
+as_pg() {
+    if [ -n "$PG_USER" ]; then
+        (cd "$PG_TMP" && runuser -u "$PG_USER" -- "$@")
+    else
+        (cd "$PG_TMP" && "$@")
+    fi
+}
+
+stop_server() {
+    [ -n "$SERVER_PID" ] || return 0
+    if kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 150); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$SERVER_PID" 2>/dev/null; then
+            printf 'castellan (pid %s) did not stop within 15 s; killing it\n' "$SERVER_PID" >&2
+            kill -KILL "$SERVER_PID" 2>/dev/null || true
+        fi
+    fi
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+stop_pg() {
+    if [ "$PG_STARTED" -eq 1 ] || { [ -n "$PG_DATA" ] && [ -f "$PG_DATA/postmaster.pid" ]; }; then
+        as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w -t 30 stop >/dev/null 2>&1 || true
+        if [ -f "$PG_DATA/postmaster.pid" ]; then
+            local pid
+            pid=$(head -n 1 "$PG_DATA/postmaster.pid" 2>/dev/null || true)
+            if [[ "$pid" =~ ^[0-9]+$ ]]; then kill -KILL "$pid" 2>/dev/null || true; sleep 1; fi
+        fi
+        PG_STARTED=0
+    fi
+}
+
+# shellcheck disable=SC2317  # invoked via trap
+cleanup() {
+    local rc=$?
+    set +e
+    trap - EXIT INT TERM
+    local pid
+    for pid in "${WRK_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
+    if [ "$rc" -ne 0 ]; then
+        if [ -n "$SERVER_LOG" ] && [ -s "$SERVER_LOG" ]; then
+            printf '==> last 30 lines of the castellan log (%s)\n' "$SERVER_LOG" >&2
+            tail -n 30 "$SERVER_LOG" >&2
+        fi
+        if [ -n "$PG_LOG" ] && [ -s "$PG_LOG" ]; then
+            printf '==> last 30 lines of the PostgreSQL log\n' >&2
+            tail -n 30 "$PG_LOG" >&2
+        fi
+    fi
+    stop_server
+    stop_pg
+    if [ "${BENCH_KEEP_TMP:-0}" = 1 ]; then
+        printf 'kept %s %s\n' "$BENCH_TMP" "$PG_TMP" >&2
+    else
+        rm -rf "$BENCH_TMP"
+        [ -z "$PG_TMP" ] || rm -rf "$PG_TMP"
+    fi
+    if [ "$rc" -ne 0 ]; then printf 'benchmark FAILED (exit %s)\n' "$rc" >&2; fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- tools
+need_apt=()
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+command -v sqlite3 >/dev/null 2>&1 || need_apt+=(sqlite3)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+find_pg_bin() {
+    if [ -x /usr/lib/postgresql/15/bin/initdb ]; then
+        printf '%s\n' /usr/lib/postgresql/15/bin
+        return 0
+    fi
+    local found
+    found=$(find /usr/lib/postgresql -mindepth 3 -maxdepth 3 -path '*/bin/initdb' -type f 2>/dev/null | sort -V | tail -n 1)
+    [ -n "$found" ] && dirname "$found"
+}
+if [[ " $BACKENDS " == *" postgres "* ]]; then
+    PG_BIN=$(find_pg_bin || true)
+    [ -n "$PG_BIN" ] || need_apt+=(postgresql)
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+    [ "$(id -u)" -eq 0 ] || die "missing ${need_apt[*]}; install with: sudo apt-get install -y ${need_apt[*]}"
+    step "installing ${need_apt[*]} with apt-get"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    if [[ " $BACKENDS " == *" postgres "* ]]; then
+        PG_BIN=$(find_pg_bin || true)
+        [ -n "$PG_BIN" ] || die "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin) after install"
+    fi
+fi
+
+# ---------------------------------------------------------------- build
+step "cargo build --release"
+cargo build --release
+[ -x "$BIN" ] || die "$BIN was not built"
+
+step "cargo run --release --example hash_cost (30 sequential Argon2id hashes, 1 thread)"
+hash_out=$(cargo run --release --example hash_cost)
+printf '%s\n' "$hash_out"
+HASH_MS=$(printf '%s\n' "$hash_out" | sed -n 's/.*hash_median_ms=\([0-9.]*\).*/\1/p' | tail -n 1)
+[ -n "$HASH_MS" ] || die "could not read hash_median_ms from the hash_cost example"
+
+NPROC=$(nproc)
+CPU_MODEL=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
+SECRET=$(openssl rand -base64 32)
+export BENCH_WRK_DIR=$BENCH/wrk
+
+# ---------------------------------------------------------------- helpers
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_server DB_URL DATA_DIR LOG: starts castellan and waits for /health/live.
+start_server() {
+    local db_url=$1 data=$2 log=$3
+    PORT=$(free_port)
+    BASE=http://127.0.0.1:$PORT
+    SERVER_LOG=$log
+    mkdir -p "$data"
+    # Run from the temp folder so no ./castellan.toml of the work tree is read.
+    (
+        cd "$BENCH_TMP"
+        exec env CASTELLAN_SECRET_KEY="$SECRET" \
+            CASTELLAN_DATA_DIR="$data" \
+            CASTELLAN_MAIL_DIR="$data/mail" \
+            CASTELLAN_LISTEN="127.0.0.1:$PORT" \
+            CASTELLAN_DATABASE_URL="$db_url" \
+            CASTELLAN_LOG_FORMAT=json \
+            "$BIN" serve
+    ) >>"$log" 2>&1 &
+    SERVER_PID=$!
+    for _ in $(seq 1 300); do
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" 2>/dev/null || true
+            SERVER_PID=""
+            die "castellan exited during start-up (log: $log)"
+        fi
+        if curl -fsS -o /dev/null "$BASE/health/live" 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    die "castellan did not answer /health/live within 30 s"
+}
+
+# http_status METHOD PATH [BODY] [TOKEN]: prints the status code; body in $BENCH_TMP/last_body.
+http_status() {
+    local method=$1 path=$2 body=${3:-} token=${4:-}
+    local args=(-sS -o "$BENCH_TMP/last_body" -w '%{http_code}' -X "$method")
+    [ -z "$body" ] || args+=(-H 'Content-Type: application/json' --data "$body")
+    [ -z "$token" ] || args+=(-H "Authorization: Bearer $token")
+    curl "${args[@]}" "$BASE$path"
+}
+
+register_seed_user() {
+    local code
+    code=$(http_status POST /v1/registration "{\"email\":\"$SEED_EMAIL\",\"password\":\"$PASSWORD\"}")
+    [ "$code" = 201 ] || die "registration returned $code: $(head -c 500 "$BENCH_TMP/last_body")"
+}
+
+verify_seed() {
+    local token code
+    token=$(head -n 1 "$TOKENS")
+    code=$(http_status GET /v1/session "" "$token")
+    [ "$code" = 200 ] || die "a seeded token got $code from GET /v1/session: $(head -c 500 "$BENCH_TMP/last_body")"
+    code=$(http_status POST /v1/login "{\"email\":\"bench$((USERS - 1))@example.com\",\"password\":\"$PASSWORD\"}")
+    [ "$code" = 200 ] || die "a seeded user got $code from POST /v1/login: $(head -c 500 "$BENCH_TMP/last_body")"
+    printf 'seeded token: GET /v1/session 200; seeded user: POST /v1/login 200\n'
+}
+
+# Sets last_seen_at of every seeded session to now, so each session phase
+# starts with no session due for its once-a-minute activity write (seeding
+# happened a minute or more earlier by the later phases).
+refresh_last_seen() {
+    case "$BACKEND" in
+        sqlite)
+            python3 - "$DB_FILE" <<'PY'
+import sqlite3, sys, time
+conn = sqlite3.connect(sys.argv[1], timeout=30)
+with conn:
+    conn.execute("UPDATE sessions SET last_seen_at = ? WHERE user_agent = 'bench'", (int(time.time() * 1000),))
+conn.close()
+PY
+            ;;
+        postgres)
+            pg_sql -q -c "UPDATE sessions SET last_seen_at = now() WHERE user_agent = 'bench'" >/dev/null
+            ;;
+    esac
+}
+
+# wrk_run NAME CONNS SECONDS SCRIPT [SCRIPT ARGS...]: output in $OUT/NAME.txt
+wrk_run() {
+    local name=$1 conns=$2 secs=$3 script=$4 url
+    shift 4
+    case "$script" in
+        session.lua) url=$BASE/v1/session ;;
+        login.lua) url=$BASE/v1/login ;;
+        *) url=$BASE/health/live ;;
+    esac
+    wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout 10s --latency \
+        -s "$BENCH/wrk/$script" "$url" -- "$@" >"$OUT/$name.txt" 2>&1
+}
+
+# bench_phase NAME CONNS SCRIPT [ARGS...]: warm-up, then the measured run.
+bench_phase() {
+    local name=$1 conns=$2 script=$3
+    shift 3
+    wrk_run "$name.warmup" "$conns" "$WARMUP" "$script" "$@"
+    wrk_run "$name" "$conns" "$DURATION" "$script" "$@"
+    grep -q '^BENCH ' "$OUT/$name.txt" || { cat "$OUT/$name.txt" >&2; die "wrk printed no result for $name"; }
+    printf '%-8s %s\n' "$name" "$(grep '^BENCH ' "$OUT/$name.txt" | cut -c7-)"
+}
+
+mixed_phase() {
+    local secs
+    for secs in "$WARMUP" "$DURATION"; do
+        local suffix=""
+        [ "$secs" = "$DURATION" ] || suffix=.warmup
+        WRK_PIDS=()
+        wrk_run "mixed_session$suffix" "$SESSION_CONNS" "$secs" session.lua "$TOKENS" &
+        WRK_PIDS+=($!)
+        wrk_run "mixed_login$suffix" "$LOGIN_CONNS" "$secs" login.lua "$USERS" "$PASSWORD" &
+        WRK_PIDS+=($!)
+        local pid rc=0
+        for pid in "${WRK_PIDS[@]}"; do wait "$pid" || rc=$?; done
+        WRK_PIDS=()
+        [ "$rc" -eq 0 ] || die "wrk failed in the mixed phase"
+    done
+    local name
+    for name in mixed_session mixed_login; do
+        grep -q '^BENCH ' "$OUT/$name.txt" || { cat "$OUT/$name.txt" >&2; die "wrk printed no result for $name"; }
+        printf '%-14s %s\n' "$name" "$(grep '^BENCH ' "$OUT/$name.txt" | cut -c7-)"
+    done
+}
+
+measure() {
+    bench_phase health "$HEALTH_CONNS" health.lua
+    refresh_last_seen
+    bench_phase session "$SESSION_CONNS" session.lua "$TOKENS"
+    bench_phase login "$LOGIN_CONNS" login.lua "$USERS" "$PASSWORD"
+    refresh_last_seen
+    mixed_phase
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_sql() { PGPASSWORD=$PG_PASSWORD "$PG_BIN/psql" -X -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U castellan_bench -d "${PG_DB:-castellan}" "$@"; }
+
+start_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        if getent passwd postgres >/dev/null 2>&1; then
+            PG_USER=postgres
+        else
+            PG_USER=castellan-test
+            getent passwd "$PG_USER" >/dev/null 2>&1 \
+                || useradd --system --no-create-home --shell /usr/sbin/nologin "$PG_USER"
+        fi
+    fi
+    PG_TMP=$(mktemp -d /tmp/castellan-bench-pg.XXXXXX)
+    PG_DATA=$PG_TMP/data
+    PG_LOG=$PG_TMP/postgres.log
+    mkdir -p "$PG_TMP/sock"
+    PG_PASSWORD=$(openssl rand -hex 16)
+    (umask 077; printf '%s\n' "$PG_PASSWORD" >"$PG_TMP/pwfile")
+    [ -z "$PG_USER" ] || chown -R "$PG_USER:" "$PG_TMP"
+    chmod 700 "$PG_TMP" "$PG_TMP/sock"
+    as_pg "$PG_BIN/initdb" -D "$PG_DATA" --username=castellan_bench --pwfile="$PG_TMP/pwfile" \
+        --auth=scram-sha-256 -E UTF8 --locale=C >"$PG_TMP/initdb.log" 2>&1 \
+        || { cat "$PG_TMP/initdb.log" >&2; die "initdb failed"; }
+    rm -f "$PG_TMP/pwfile"
+    for _ in 1 2 3 4 5; do
+        PG_PORT=$(free_port)
+        if as_pg "$PG_BIN/pg_ctl" -w -t 60 -D "$PG_DATA" -l "$PG_LOG" \
+            -o "-p $PG_PORT -k $PG_TMP/sock -c listen_addresses=127.0.0.1 -c ssl=off -c max_connections=100" \
+            start >/dev/null; then
+            PG_STARTED=1
+            break
+        fi
+    done
+    [ "$PG_STARTED" -eq 1 ] || die "could not start PostgreSQL"
+    PG_DB=postgres pg_sql -q -c 'CREATE DATABASE castellan' >/dev/null
+    PG_VERSION=$(pg_sql -Atc 'SHOW server_version')
+}
+
+# ---------------------------------------------------------------- backends
+RUN_ROWS=$BENCH_TMP/rows.txt
+: >"$RUN_ROWS"
+
+for BACKEND in $BACKENDS; do
+    OUT=$BENCH_TMP/$BACKEND
+    mkdir -p "$OUT"
+    TOKENS=$OUT/tokens.txt
+    DATA=$OUT/data
+    LOG=$OUT/castellan.log
+    t0=$(date +%s)
+    case "$BACKEND" in
+        sqlite)
+            step "SQLite: start castellan, register one user, seed $USERS users and sessions"
+            DB_FILE=$OUT/castellan.db
+            DB_URL=sqlite://$DB_FILE
+            start_server "$DB_URL" "$DATA" "$LOG"
+            register_seed_user
+            stop_server
+            phc=$(python3 - "$DB_FILE" "$SEED_EMAIL" <<'PY'
+import sqlite3, sys
+row = sqlite3.connect(sys.argv[1]).execute(
+    "SELECT password_hash FROM users WHERE email_key = ?", (sys.argv[2],)).fetchone()
+print(row[0] if row else "")
+PY
+)
+            [ -n "$phc" ] || die "the registered user's hash is not in $DB_FILE"
+            CASTELLAN_SECRET_KEY=$SECRET python3 "$BENCH/seed.py" sqlite "$DB_FILE" \
+                --hash "$phc" --users "$USERS" --tokens "$TOKENS"
+            start_server "$DB_URL" "$DATA" "$LOG"
+            ;;
+        postgres)
+            step "PostgreSQL: throwaway cluster, start castellan, register one user, seed $USERS users and sessions"
+            start_pg
+            printf 'PostgreSQL %s on 127.0.0.1:%s (ssl off)\n' "$PG_VERSION" "$PG_PORT"
+            DB_URL="postgres://castellan_bench:${PG_PASSWORD}@127.0.0.1:${PG_PORT}/castellan?sslmode=disable"
+            start_server "$DB_URL" "$DATA" "$LOG"
+            register_seed_user
+            phc=$(pg_sql -Atc "SELECT password_hash FROM users WHERE email_key = '$SEED_EMAIL'")
+            [ -n "$phc" ] || die "the registered user's hash is not in PostgreSQL"
+            CASTELLAN_SECRET_KEY=$SECRET python3 "$BENCH/seed.py" postgres "$OUT" \
+                --hash "$phc" --users "$USERS" --tokens "$TOKENS"
+            pg_sql -q <<SQL
+\\copy users (id, email, email_key, password_hash, email_verified, mfa_enabled, created_at, password_changed_at) FROM '$OUT/users.csv' WITH (FORMAT csv)
+\\copy sessions (id, token_hash, user_id, aal, mfa_pending, created_at, authenticated_at, last_seen_at, expires_at, user_agent, ip) FROM '$OUT/sessions.csv' WITH (FORMAT csv)
+ANALYZE;
+SQL
+            rm -f "$OUT/users.csv" "$OUT/sessions.csv"
+            ;;
+        *) die "unknown backend $BACKEND (sqlite or postgres)" ;;
+    esac
+    verify_seed
+    printf 'seeding and start-up took %ss\n' "$(($(date +%s) - t0))"
+
+    step "$BACKEND: measuring (wrk, $WRK_THREADS threads, ${WARMUP}s warm-up + ${DURATION}s per phase)"
+    measure
+    stop_server
+
+    # Server log: warnings/errors and 5xx responses it recorded.
+    errors=$(grep -c '"level":"ERROR"' "$LOG" || true)
+    warns=$(grep -c '"level":"WARN"' "$LOG" || true)
+    printf 'castellan log: %s ERROR, %s WARN lines\n' "$errors" "$warns"
+    {
+        printf 'backend=%s' "$BACKEND"
+        for name in health session login mixed_session mixed_login; do
+            line=$(grep '^BENCH ' "$OUT/$name.txt" | tail -n 1 | cut -c7-)
+            # prefix each key with the phase name
+            printf ' %s' "$(printf '%s' "$line" | sed "s/\([a-z0-9_]*\)=/$name.\1=/g")"
+        done
+        printf ' log_errors=%s log_warns=%s\n' "$errors" "$warns"
+    } >>"$RUN_ROWS"
+    if [ "$errors" -gt 0 ] || [ "$warns" -gt 0 ]; then
+        # Distinct messages (the fields that vary per request removed).
+        grep -E '"level":"(ERROR|WARN)"' "$LOG" \
+            | python3 -c '
+import json, sys, collections
+c = collections.Counter()
+for line in sys.stdin:
+    try:
+        e = json.loads(line)
+    except ValueError:
+        c[line.strip()[:200]] += 1
+        continue
+    f = e.get("fields", {})
+    c[(e.get("level"), e.get("target"), f.get("message"), f.get("error"), f.get("status"))] += 1
+for k, n in c.most_common(8):
+    print(n, k)
+' >"$OUT/log_excerpt.txt" || true
+        sed 's/^/    /' "$OUT/log_excerpt.txt"
+        cp "$OUT/log_excerpt.txt" "$BENCH_TMP/log_excerpt_$BACKEND.txt"
+    fi
+    if [ "$BACKEND" = postgres ]; then stop_pg; fi
+done
+
+# ---------------------------------------------------------------- report
+mkdir -p "$RESULTS"
+WRK_VERSION=$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)
+GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then GIT_REV="$GIT_REV (src/ has uncommitted changes)"; fi
+elapsed=$(($(date +%s) - started_at))
+
+REPORT_ENV=(
+    HASH_MS="$HASH_MS" NPROC="$NPROC" CPU_MODEL="$CPU_MODEL" RUN_ROWS="$RUN_ROWS"
+    USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" WRK_THREADS="$WRK_THREADS"
+    SESSION_CONNS="$SESSION_CONNS" LOGIN_CONNS="$LOGIN_CONNS" HEALTH_CONNS="$HEALTH_CONNS"
+    WRK_VERSION="$WRK_VERSION" GIT_REV="$GIT_REV" PG_VERSION="${PG_VERSION:-}"
+    ELAPSED="$elapsed" DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" BENCH_TMP="$BENCH_TMP"
+    RUSTC="$(rustc --version 2>/dev/null || echo unknown)"
+)
+env "${REPORT_ENV[@]}" python3 - >"$RESULTS/latest.md" <<'PY'
+import os
+
+E = os.environ
+hash_ms = float(E["HASH_MS"])
+nproc = int(E["NPROC"])
+ideal_logins = nproc / (hash_ms / 1000.0)
+
+rows = []
+for line in open(E["RUN_ROWS"]):
+    d = {}
+    for kv in line.split():
+        k, _, v = kv.partition("=")
+        d[k] = v
+    rows.append(d)
+
+def f(d, k, default=0.0):
+    return float(d.get(k, default))
+
+def ok_logins(d, phase):
+    return f(d, f"{phase}.status_200") / f(d, f"{phase}.duration_s", 1)
+
+out = []
+p = out.append
+p("# castellan benchmark: latest run")
+p("")
+p(f"- date: {E['DATE']}")
+p("- command: `bench/run.sh`")
+p(f"- machine: `nproc` = {nproc}, CPU: {E['CPU_MODEL']}")
+p(f"- castellan: git {E['GIT_REV']}, release build; {E['RUSTC']}")
+p(f"- load: wrk {E['WRK_VERSION']}, {E['WRK_THREADS']} threads, {E['DURATION']} s per phase after a {E['WARMUP']} s warm-up, "
+  f"on the same machine as the server")
+p(f"- data: {int(E['USERS']):,} users and {int(E['USERS']):,} sessions seeded per backend; "
+  f"PostgreSQL {E.get('PG_VERSION') or 'n/a'} throwaway cluster (default settings, ssl off, TCP on 127.0.0.1)")
+p(f"- Argon2id (19456 KiB, t=2, p=1), one thread: median {hash_ms:.1f} ms per hash "
+  f"(`cargo run --release --example hash_cost`), so the ideal login rate is "
+  f"{nproc} CPUs / {hash_ms/1000:.4f} s = {ideal_logins:.1f} logins/s")
+p(f"- whole run: {int(E['ELAPSED'])} s")
+p("")
+
+for d in rows:
+    b = d["backend"]
+    p(f"## {'SQLite' if b == 'sqlite' else 'PostgreSQL'}")
+    p("")
+    p("| phase | connections | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
+    p("|---|---:|---:|---:|---:|---:|---:|")
+    def line(label, phase, conns, rps=None):
+        r = f(d, f"{phase}.rps") if rps is None else rps
+        p(f"| {label} | {conns} | {r:,.1f} | {f(d, phase + '.p50_ms'):.2f} | {f(d, phase + '.p99_ms'):.2f} "
+          f"| {int(f(d, phase + '.non2xx'))} | {int(f(d, phase + '.socket_errors'))} |")
+    line("GET /health/live", "health", E["HEALTH_CONNS"])
+    line("GET /v1/session (idle)", "session", E["SESSION_CONNS"])
+    line("POST /v1/login, successful/s", "login", E["LOGIN_CONNS"], ok_logins(d, "login"))
+    line("GET /v1/session under login load", "mixed_session", E["SESSION_CONNS"])
+    line("POST /v1/login with session load, successful/s", "mixed_login", E["LOGIN_CONNS"], ok_logins(d, "mixed_login"))
+    p("")
+    statuses = []
+    for phase in ("login", "mixed_login"):
+        codes = sorted((k.split("status_")[1], int(float(v))) for k, v in d.items() if k.startswith(phase + ".status_"))
+        statuses.append(f"{phase}: " + ", ".join(f"{c}: {n}" for c, n in codes))
+    p("Login responses by status: " + "; ".join(statuses) + ".")
+    p(f"castellan log: {d.get('log_errors', '0')} ERROR and {d.get('log_warns', '0')} WARN lines.")
+    excerpt = os.path.join(E["BENCH_TMP"], f"log_excerpt_{b}.txt")
+    if os.path.exists(excerpt):
+        p("")
+        p("```")
+        p(open(excerpt).read().rstrip())
+        p("```")
+    p("")
+
+p("## Ratios")
+p("")
+p("| backend | session rps / health rps (target >= 0.3) | login rps / ideal (target >= 0.8) | session p99 under login load / idle (target <= 2) |")
+p("|---|---:|---:|---:|")
+for d in rows:
+    r1 = f(d, "session.rps") / max(f(d, "health.rps"), 1e-9)
+    r2 = ok_logins(d, "login") / ideal_logins
+    r3 = f(d, "mixed_session.p99_ms") / max(f(d, "session.p99_ms"), 1e-9)
+    mark = lambda good: "ok" if good else "MISSED"
+    p(f"| {d['backend']} | {r1:.3f} ({mark(r1 >= 0.3)}) | {r2:.3f} ({mark(r2 >= 0.8)}) | {r3:.2f} ({mark(r3 <= 2)}) |")
+p("")
+p("Notes: login rps counts 200 responses only; non-2xx counts responses with status >= 400 "
+  "(for logins, 503 means the hashing queue was full). Before each session phase the seeded sessions' "
+  "`last_seen_at` is set to now, so the measured session checks are reads (castellan writes "
+  "`last_seen_at` at most once a minute per session). The server logs every request at `info` (JSON) to a file.")
+print("\n".join(out))
+PY
+
+step "results (also in bench/results/latest.md)"
+cat "$RESULTS/latest.md"

@@ -1,0 +1,274 @@
+//! `spawn_app(backend)`: the real application on port 0 with a fresh
+//! database, plus small helpers to speak the contract.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use castellan::app::{self, Running};
+use castellan::auth::Auth;
+use castellan::config::Config;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+/// Which storage a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates one `#[tokio::test]` per backend for each listed
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            }
+        )+
+    };
+}
+
+/// The admin URL of the test cluster (a role that may create databases).
+pub fn pg_admin_url() -> String {
+    std::env::var("CASTELLAN_TEST_PG_URL").unwrap_or_else(|_| {
+        panic!(
+            "CASTELLAN_TEST_PG_URL is not set: run the suite with scripts/test.sh, \
+             which starts a throwaway PostgreSQL cluster"
+        )
+    })
+}
+
+/// Creates a fresh database on the test cluster and returns its URL.
+pub async fn fresh_pg_database() -> String {
+    let admin = pg_admin_url();
+    let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test cluster");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    format!("{base}/{name}?{query}")
+}
+
+/// A fixed test key (base64 of 32 bytes).
+pub const TEST_SECRET_KEY: &str = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0=";
+
+/// Settings for one test: a temp data dir, port 0, a fresh database.
+pub struct TestEnv {
+    pub vars: BTreeMap<String, String>,
+    pub dir: Arc<tempfile::TempDir>,
+    pub backend: Backend,
+}
+
+impl TestEnv {
+    pub async fn new(backend: Backend) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let mut vars = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            vars.insert(k.to_string(), v);
+        };
+        set("CASTELLAN_LISTEN", "127.0.0.1:0".into());
+        set("CASTELLAN_DATA_DIR", dir.path().join("data").display().to_string());
+        set("CASTELLAN_MAIL_DIR", dir.path().join("mail").display().to_string());
+        set("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.into());
+        set("CASTELLAN_SHUTDOWN_TIMEOUT", "1s".into());
+        match backend {
+            Backend::Sqlite => set(
+                "CASTELLAN_DATABASE_URL",
+                format!("sqlite://{}", dir.path().join("castellan.db").display()),
+            ),
+            Backend::Postgres => set("CASTELLAN_DATABASE_URL", fresh_pg_database().await),
+        }
+        Self { vars, dir, backend }
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) -> &mut Self {
+        self.vars.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(None, &self.vars).expect("valid test configuration")
+    }
+
+    pub async fn spawn(&self) -> TestApp {
+        let running = app::start(self.config()).await.expect("castellan starts");
+        TestApp::new(running, self.dir.clone())
+    }
+}
+
+/// A running castellan and an HTTP client for it.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub auth: Auth,
+    pub dir: Arc<tempfile::TempDir>,
+    running: Option<Running>,
+}
+
+/// A response reduced to what tests look at.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+    }
+
+    /// Asserts the contract's error shape and code and returns the message.
+    pub fn assert_error(&self, status: u16, code: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text);
+        let body = self.json();
+        assert_eq!(body["error"]["code"], code, "body: {}", self.text);
+        let request_id = body["error"]["request_id"].as_str().expect("request_id");
+        assert_eq!(
+            Some(request_id),
+            self.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            "error body and header carry the same request id"
+        );
+        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "only `error` at the top");
+        assert_eq!(body["error"].as_object().map(|o| o.len()), Some(3), "code, message, request_id");
+        body["error"]["message"].as_str().unwrap_or_default().to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_string))
+            .collect()
+    }
+}
+
+/// A password that meets the default policy.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+impl TestApp {
+    pub fn new(running: Running, dir: Arc<tempfile::TempDir>) -> Self {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            base: format!("http://{}", running.public_addr),
+            client,
+            auth: running.auth.clone(),
+            dir,
+            running: Some(running),
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Sends a request; `headers` are extra (name, value) pairs.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.expect("request sent");
+        Reply {
+            status: res.status(),
+            headers: res.headers().clone(),
+            text: res.text().await.unwrap_or_default(),
+        }
+    }
+
+    /// Sends raw bytes with the given content type.
+    pub async fn send_raw(&self, method: Method, path: &str, body: Vec<u8>, content_type: &str) -> Reply {
+        let res = self
+            .client
+            .request(method, format!("{}{}", self.base, path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        Reply {
+            status: res.status(),
+            headers: res.headers().clone(),
+            text: res.text().await.unwrap_or_default(),
+        }
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn get_bearer(&self, path: &str, token: &str) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.send(Method::GET, path, None, &[("authorization", &auth)]).await
+    }
+
+    pub async fn send_bearer(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+        let auth = format!("Bearer {token}");
+        self.send(method, path, body, &[("authorization", &auth)]).await
+    }
+
+    pub async fn register(&self, email: &str, password: &str) -> Reply {
+        self.post("/v1/registration", json!({"email": email, "password": password})).await
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Reply {
+        self.post("/v1/login", json!({"email": email, "password": password})).await
+    }
+
+    /// Registers a user and logs in; returns the session token.
+    pub async fn user_with_session(&self, email: &str) -> String {
+        let r = self.register(email, PASSWORD).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        self.token_for(email, PASSWORD).await
+    }
+
+    pub async fn token_for(&self, email: &str, password: &str) -> String {
+        let r = self.login(email, password).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.json()["session_token"].as_str().expect("token").to_string()
+    }
+
+    /// The kinds of the recorded security events, oldest first.
+    pub async fn event_kinds(&self) -> Vec<String> {
+        let mut events = self.auth.store.list_events(None, 1000).await.expect("events");
+        events.reverse();
+        events.into_iter().map(|e| e.kind).collect()
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    TestEnv::new(backend).await.spawn().await
+}
+
+/// A unique email for a test.
+pub fn email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}

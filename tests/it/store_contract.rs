@@ -1,0 +1,215 @@
+//! Every store method, on both backends, through the role traits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use castellan::crypto::TokenHash;
+use castellan::domain::{Aal, Email, UserId};
+use castellan::store::{self, NewEvent, NewSession, NewUser, Store, StoreError};
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, TestEnv};
+use crate::on_both_backends;
+
+on_both_backends!(
+    users_are_unique_by_case_folded_email,
+    sessions_round_trip_touch_list_and_delete,
+    the_session_cap_evicts_the_oldest_full_sessions_only,
+    purge_removes_expired_and_idle_sessions_only,
+    events_are_appended_and_listed_newest_first,
+    migrations_are_idempotent,
+);
+
+async fn open(b: Backend) -> (Arc<dyn Store>, TestEnv) {
+    let env = TestEnv::new(b).await;
+    (store::open(&env.config()).await.expect("store opens"), env)
+}
+
+fn now() -> OffsetDateTime {
+    // Whole milliseconds, as both backends store at least that precision.
+    let t = OffsetDateTime::now_utc();
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap()
+}
+
+async fn user(s: &dyn Store, mail: &str) -> UserId {
+    let id = UserId(Uuid::new_v4());
+    s.create_user(&NewUser {
+        id,
+        email: Email::parse(mail).unwrap(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaA".into(),
+        now: now(),
+    })
+    .await
+    .unwrap();
+    id
+}
+
+fn session(user: UserId, at: OffsetDateTime, pending: bool) -> NewSession {
+    NewSession {
+        id: Uuid::new_v4(),
+        token_hash: TokenHash(castellan::crypto::random_bytes::<32>().unwrap()),
+        user_id: user,
+        aal: Aal::Aal1,
+        mfa_pending: pending,
+        now: at,
+        expires_at: at + Duration::from_secs(3600),
+        user_agent: "ua".into(),
+        ip: "127.0.0.1".into(),
+    }
+}
+
+async fn users_are_unique_by_case_folded_email(b: Backend) {
+    let (s, _env) = open(b).await;
+    let id = user(&*s, "Carol@Example.com").await;
+    let dup = s
+        .create_user(&NewUser {
+            id: UserId(Uuid::new_v4()),
+            email: Email::parse("carol@EXAMPLE.com").unwrap(),
+            password_hash: "x".into(),
+            now: now(),
+        })
+        .await;
+    assert!(matches!(dup, Err(StoreError::Conflict)));
+    let found = s.find_credentials("carol@example.com").await.unwrap().unwrap();
+    assert_eq!(found.user.id, id);
+    assert_eq!(found.user.email.as_str(), "Carol@Example.com");
+    assert!(s.find_credentials("nobody@example.com").await.unwrap().is_none());
+    s.set_password_hash(id, "new-hash").await.unwrap();
+    assert_eq!(s.find_credentials("carol@example.com").await.unwrap().unwrap().password_hash, "new-hash");
+    let at = now();
+    s.record_login(id, at).await.unwrap();
+    let u = s.get_user(id).await.unwrap().unwrap();
+    assert_eq!(u.last_login_at, Some(at));
+    assert!(!u.locked && !u.mfa_enabled && !u.email_verified);
+    assert!(s.get_user(UserId(Uuid::new_v4())).await.unwrap().is_none());
+}
+
+async fn sessions_round_trip_touch_list_and_delete(b: Backend) {
+    let (s, _env) = open(b).await;
+    let u = user(&*s, "dave@example.com").await;
+    let other = user(&*s, "erin@example.com").await;
+    let t0 = now();
+    let a = session(u, t0, false);
+    let b2 = session(u, t0 + Duration::from_secs(1), false);
+    let c = session(other, t0, false);
+    for n in [&a, &b2, &c] {
+        assert!(s.create_session(n, 20).await.unwrap().is_empty());
+    }
+    let (found, found_user) = s.find_session(&a.token_hash).await.unwrap().unwrap();
+    assert_eq!(found.id, a.id);
+    assert_eq!(found.created_at, t0);
+    assert_eq!(found_user.id, u);
+    assert!(s.find_session(&TokenHash([7; 32])).await.unwrap().is_none());
+    // touch only writes when the stored value is older than the threshold
+    let t1 = t0 + Duration::from_secs(30);
+    s.touch_session(a.id, t1, t0).await.unwrap();
+    assert_eq!(s.find_session(&a.token_hash).await.unwrap().unwrap().0.last_seen_at, t0, "not older than t0");
+    s.touch_session(a.id, t1, t1).await.unwrap();
+    assert_eq!(s.find_session(&a.token_hash).await.unwrap().unwrap().0.last_seen_at, t1);
+    let listed = s.list_sessions(u).await.unwrap();
+    assert_eq!(listed.iter().map(|x| x.id).collect::<Vec<_>>(), [b2.id, a.id], "newest first");
+    assert!(s.delete_session(a.id).await.unwrap());
+    assert!(!s.delete_session(a.id).await.unwrap());
+    let keep = session(u, t0, false);
+    s.create_session(&keep, 20).await.unwrap();
+    assert_eq!(s.delete_user_sessions(u, Some(keep.id)).await.unwrap(), 1);
+    assert_eq!(s.list_sessions(u).await.unwrap().len(), 1);
+    assert_eq!(s.list_sessions(other).await.unwrap().len(), 1, "other users untouched");
+    assert_eq!(s.delete_user_sessions(u, None).await.unwrap(), 1);
+    assert_eq!(s.delete_all_sessions().await.unwrap(), 1);
+    assert!(s.find_session(&c.token_hash).await.unwrap().is_none());
+}
+
+// covers: ASVS-7.1.2
+async fn the_session_cap_evicts_the_oldest_full_sessions_only(b: Backend) {
+    let (s, _env) = open(b).await;
+    let u = user(&*s, "frank@example.com").await;
+    let t0 = now();
+    let mut full = Vec::new();
+    for i in 0..3 {
+        let n = session(u, t0 + Duration::from_secs(i), false);
+        assert!(s.create_session(&n, 3).await.unwrap().is_empty());
+        full.push(n.id);
+    }
+    // A pending session never evicts and never counts.
+    let pending = session(u, t0 + Duration::from_secs(10), true);
+    assert!(s.create_session(&pending, 3).await.unwrap().is_empty());
+    let newest = session(u, t0 + Duration::from_secs(20), false);
+    assert_eq!(s.create_session(&newest, 3).await.unwrap(), [full[0]]);
+    let ids: Vec<_> = s.list_sessions(u).await.unwrap().into_iter().map(|x| x.id).collect();
+    assert_eq!(ids.len(), 4);
+    assert!(ids.contains(&pending.id) && !ids.contains(&full[0]));
+}
+
+async fn purge_removes_expired_and_idle_sessions_only(b: Backend) {
+    let (s, _env) = open(b).await;
+    let u = user(&*s, "gina@example.com").await;
+    let t0 = now();
+    let mut expired = session(u, t0 - Duration::from_secs(7200), false);
+    expired.expires_at = t0 - Duration::from_secs(1);
+    let idle = session(u, t0 - Duration::from_secs(600), false);
+    let fresh = session(u, t0, false);
+    for n in [&expired, &idle, &fresh] {
+        s.create_session(n, 20).await.unwrap();
+    }
+    let idle_cutoff = t0 - Duration::from_secs(300);
+    assert_eq!(s.purge_expired_sessions(t0, idle_cutoff, 1).await.unwrap(), 1, "batch size holds");
+    assert_eq!(s.purge_expired_sessions(t0, idle_cutoff, 100).await.unwrap(), 1);
+    assert_eq!(s.purge_expired_sessions(t0, idle_cutoff, 100).await.unwrap(), 0);
+    let left: Vec<_> = s.list_sessions(u).await.unwrap().into_iter().map(|x| x.id).collect();
+    assert_eq!(left, [fresh.id]);
+}
+
+async fn events_are_appended_and_listed_newest_first(b: Backend) {
+    let (s, _env) = open(b).await;
+    let u = UserId(Uuid::new_v4());
+    for (i, kind) in ["login_failed", "login_succeeded", "logout"].into_iter().enumerate() {
+        s.append_event(&NewEvent {
+            id: Uuid::new_v4(),
+            at: now(),
+            kind,
+            user_id: if i == 0 { None } else { Some(u) },
+            ip: "10.0.0.1".into(),
+            user_agent: "ua".into(),
+            request_id: format!("req-{i}"),
+            detail: json!({"n": i}),
+        })
+        .await
+        .unwrap();
+    }
+    let all = s.list_events(None, 10).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["logout", "login_succeeded", "login_failed"]);
+    assert_eq!(all[0].detail, json!({"n": 2}));
+    assert_eq!(all[0].request_id, "req-2");
+    let mine = s.list_events(Some(u), 1).await.unwrap();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].kind, "logout");
+}
+
+async fn migrations_are_idempotent(b: Backend) {
+    let env = TestEnv::new(b).await;
+    let config = env.config();
+    // Two opens at the same moment, then a third: each applies or skips cleanly.
+    let (a, c) = tokio::join!(store::open(&config), store::open(&config));
+    a.unwrap();
+    c.unwrap();
+    store::migrate(&config).await.unwrap();
+}
+
+#[test]
+fn both_backends_have_the_same_migration_files() {
+    let names = |dir: &str| {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let sqlite = names("migrations/sqlite");
+    assert_eq!(sqlite, names("migrations/postgres"));
+    let embedded: Vec<String> = castellan::store::sqlite::MIGRATIONS.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(sqlite, embedded, "every SQLite migration file is embedded");
+}
