@@ -86,6 +86,7 @@ pub const SETTINGS: &[Setting] = &[
     s("log_level", "info", "tracing filter, e.g. `info` or `castellan=debug`"),
     s("trusted_proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed"),
     s("behind_tls_proxy", "false", "production only: TLS is terminated by a proxy in front"),
+    s("database_allow_unverified_tls", "false", "production only: accept a PostgreSQL sslmode weaker than verify-full to a remote host"),
     s("db_max_connections", "0", "PostgreSQL pool size; 0 means 2 x CPUs + 1"),
     s("db_acquire_timeout", "2s", "longest wait for a database connection before 503"),
     s("shutdown_timeout", "10s", "how long in-flight requests may finish after SIGTERM"),
@@ -171,6 +172,8 @@ pub struct Config {
     pub log_level: String,
     pub trusted_proxies: Vec<IpNet>,
     pub behind_tls_proxy: bool,
+    /// Production override for a PostgreSQL TLS mode weaker than verify-full.
+    pub database_allow_unverified_tls: bool,
     pub db_max_connections: u32,
     pub db_acquire_timeout: Duration,
     pub shutdown_timeout: Duration,
@@ -352,6 +355,7 @@ impl Config {
         });
         let trusted_proxies = p.parse("trusted_proxies", parse_cidrs);
         let behind_tls_proxy = p.parse("behind_tls_proxy", parse_bool);
+        let database_allow_unverified_tls = p.parse("database_allow_unverified_tls", parse_bool);
         let db_max_connections = p.parse("db_max_connections", |v| parse_int_in(v, 0, 10_000));
         let db_acquire_timeout = p.parse("db_acquire_timeout", |v| {
             parse_duration_in(v, Duration::from_millis(10), Duration::from_secs(60))
@@ -402,6 +406,7 @@ impl Config {
             log_level: log_level?,
             trusted_proxies: trusted_proxies?,
             behind_tls_proxy: behind_tls_proxy?,
+            database_allow_unverified_tls: database_allow_unverified_tls?,
             db_max_connections: u32::try_from(db_max_connections?).ok()?,
             db_acquire_timeout: db_acquire_timeout?,
             shutdown_timeout: shutdown_timeout?,

@@ -51,12 +51,7 @@ impl PgStore {
     pub async fn connect(url: &SecretString, config: &Config) -> anyhow::Result<Self> {
         let options = connect_options(url)?;
         let mode = options.get_ssl_mode();
-        if !matches!(mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa) {
-            tracing::warn!(
-                sslmode = ?mode,
-                "the PostgreSQL connection does not verify the server certificate; use sslmode=verify-full"
-            );
-        }
+        check_tls_policy(&options, config)?;
         let max = if config.db_max_connections == 0 {
             default_pool_size()
         } else {
@@ -71,7 +66,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {}", describe(&e)))?;
-        if matches!(mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa | PgSslMode::Require) {
+        if verifies(mode) || matches!(mode, PgSslMode::Require) {
             let ssl: Option<bool> =
                 sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
                     .fetch_optional(&pool)
@@ -92,6 +87,40 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Whether the connection verifies the server's certificate and name.
+fn verifies(mode: PgSslMode) -> bool {
+    matches!(mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa)
+}
+
+/// Production refuses a mode weaker than verify-full to a remote host,
+/// unless the operator set the override (then it warns at every start).
+/// Dev only warns. Unix sockets and loopback never leave the machine.
+fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Result<()> {
+    let mode = options.get_ssl_mode();
+    if verifies(mode) {
+        return Ok(());
+    }
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || host == "localhost"
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if config.profile == crate::config::Profile::Production && !local {
+        if !config.database_allow_unverified_tls {
+            bail!(
+                "CASTELLAN_DATABASE_URL uses sslmode={mode:?}, which does not verify the server;                  production needs sslmode=verify-full (with sslrootcert for a private CA),                  or CASTELLAN_DATABASE_ALLOW_UNVERIFIED_TLS=true to accept the risk"
+            );
+        }
+        tracing::warn!(sslmode = ?mode, "CASTELLAN_DATABASE_ALLOW_UNVERIFIED_TLS is on: the database server is not verified");
+    } else {
+        tracing::warn!(
+            sslmode = ?mode,
+            "the PostgreSQL connection does not verify the server certificate; use sslmode=verify-full"
+        );
+    }
+    Ok(())
 }
 
 /// Pool size when none is configured: two connections per CPU plus one.

@@ -210,6 +210,9 @@ impl TestApp {
             .client
             .request(method, format!("{}{}", self.base, path))
             .header("content-type", content_type)
+            // A fresh connection each time: the server may answer before
+            // reading a large body and then close the connection.
+            .header("connection", "close")
             .body(body)
             .send()
             .await
