@@ -73,13 +73,21 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let public_addr = listener.local_addr()?;
     let app = http::public_app(AppState { auth: auth.clone() });
     let (shutdown, mut signal) = watch::channel(false);
+    tokio::spawn(crate::jobs::session_cleanup::run(
+        auth.clone(),
+        config.session.cleanup_interval,
+        shutdown.subscribe(),
+    ));
     let grace = config.shutdown_timeout;
     let server = tokio::spawn(async move {
         let mut drain_signal = signal.clone();
-        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = signal.wait_for(|stop| *stop).await;
-            });
+        let serve = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = signal.wait_for(|stop| *stop).await;
+        });
         let serve = std::pin::pin!(serve.into_future());
         // After the signal, in-flight requests get `grace` to finish.
         tokio::select! {

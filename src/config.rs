@@ -58,38 +58,148 @@ const fn secret(key: &'static str, meaning: &'static str) -> Setting {
 /// Every setting castellan understands. `docs/configuration.md` documents
 /// each one; a test fails when one is missing there.
 pub const SETTINGS: &[Setting] = &[
-    s("profile", "dev", "`dev` or `production` (production refuses insecure settings)"),
-    secret("database_url", "`sqlite://PATH` or `postgres://...`; default SQLite in the data directory"),
-    s("data_dir", "./data", "where the default SQLite database, the dev secret key and mail go"),
+    s(
+        "profile",
+        "dev",
+        "`dev` or `production` (production refuses insecure settings)",
+    ),
+    secret(
+        "database_url",
+        "`sqlite://PATH` or `postgres://...`; default SQLite in the data directory",
+    ),
+    s(
+        "data_dir",
+        "./data",
+        "where the default SQLite database, the dev secret key and mail go",
+    ),
     s("listen", "127.0.0.1:8080", "public listener address"),
-    s("admin_listen", "127.0.0.1:8081", "admin listener address (only with an admin token)"),
-    secret("admin_token", "admin bearer token (at least 32 bytes); unset means no admin listener"),
-    secret("secret_key", "base64 of at least 32 random bytes for keyed hashes and encryption"),
-    s("session_idle_timeout", "30m", "a session unused this long ends"),
+    s(
+        "admin_listen",
+        "127.0.0.1:8081",
+        "admin listener address (only with an admin token)",
+    ),
+    secret(
+        "admin_token",
+        "admin bearer token (at least 32 bytes); unset means no admin listener",
+    ),
+    secret(
+        "secret_key",
+        "base64 of at least 32 random bytes for keyed hashes and encryption",
+    ),
+    s(
+        "session_idle_timeout",
+        "30m",
+        "a session unused this long ends",
+    ),
     s("session_lifetime", "12h", "absolute session lifetime"),
-    s("session_pending_lifetime", "5m", "lifetime of a session waiting for its second factor"),
-    s("session_max_per_user", "20", "full sessions one user may hold; a new one ends the oldest"),
-    s("reauth_window", "10m", "re-authentication window for sensitive actions"),
-    s("require_mfa", "false", "every user must enrol TOTP before doing anything else"),
-    s("password_min_length", "15", "minimum password length in characters (never below 8)"),
-    s("password_max_length", "1024", "maximum password length in characters (at least 64)"),
+    s(
+        "session_pending_lifetime",
+        "5m",
+        "lifetime of a session waiting for its second factor",
+    ),
+    s(
+        "session_max_per_user",
+        "20",
+        "full sessions one user may hold; a new one ends the oldest",
+    ),
+    s(
+        "session_cleanup_interval",
+        "1m",
+        "how often ended sessions are deleted",
+    ),
+    s(
+        "reauth_window",
+        "10m",
+        "re-authentication window for sensitive actions",
+    ),
+    s(
+        "require_mfa",
+        "false",
+        "every user must enrol TOTP before doing anything else",
+    ),
+    s(
+        "password_min_length",
+        "15",
+        "minimum password length in characters (never below 8)",
+    ),
+    s(
+        "password_max_length",
+        "1024",
+        "maximum password length in characters (at least 64)",
+    ),
     s("argon2_memory_kib", "19456", "Argon2id memory cost in KiB"),
     s("argon2_iterations", "2", "Argon2id time cost"),
     s("argon2_parallelism", "1", "Argon2id lanes"),
-    s("hash_threads", "0", "threads hashing passwords; 0 means one per CPU"),
-    s("hash_queue", "32", "password hashes that may wait; beyond it logins get 503"),
-    s("reset_token_ttl", "30m", "lifetime of a password-reset token"),
-    s("verification_token_ttl", "24h", "lifetime of an email-verification token"),
-    s("mail_transport", "file", "`file` (writes .eml files) or `smtp`"),
-    s("mail_dir", "./data/mail", "where the `file` transport writes messages"),
-    s("log_format", "", "`json` or `pretty`; default pretty in dev, json in production"),
-    s("log_level", "info", "tracing filter, e.g. `info` or `castellan=debug`"),
-    s("trusted_proxies", "", "comma-separated CIDRs whose X-Forwarded-For is believed"),
-    s("behind_tls_proxy", "false", "production only: TLS is terminated by a proxy in front"),
-    s("database_allow_unverified_tls", "false", "production only: accept a PostgreSQL sslmode weaker than verify-full to a remote host"),
-    s("db_max_connections", "0", "PostgreSQL pool size; 0 means 2 x CPUs + 1"),
-    s("db_acquire_timeout", "2s", "longest wait for a database connection before 503"),
-    s("shutdown_timeout", "10s", "how long in-flight requests may finish after SIGTERM"),
+    s(
+        "hash_threads",
+        "0",
+        "threads hashing passwords; 0 means one per CPU",
+    ),
+    s(
+        "hash_queue",
+        "32",
+        "password hashes that may wait; beyond it logins get 503",
+    ),
+    s(
+        "reset_token_ttl",
+        "30m",
+        "lifetime of a password-reset token",
+    ),
+    s(
+        "verification_token_ttl",
+        "24h",
+        "lifetime of an email-verification token",
+    ),
+    s(
+        "mail_transport",
+        "file",
+        "`file` (writes .eml files) or `smtp`",
+    ),
+    s(
+        "mail_dir",
+        "./data/mail",
+        "where the `file` transport writes messages",
+    ),
+    s(
+        "log_format",
+        "",
+        "`json` or `pretty`; default pretty in dev, json in production",
+    ),
+    s(
+        "log_level",
+        "info",
+        "tracing filter, e.g. `info` or `castellan=debug`",
+    ),
+    s(
+        "trusted_proxies",
+        "",
+        "comma-separated CIDRs whose X-Forwarded-For is believed",
+    ),
+    s(
+        "behind_tls_proxy",
+        "false",
+        "production only: TLS is terminated by a proxy in front",
+    ),
+    s(
+        "database_allow_unverified_tls",
+        "false",
+        "production only: accept a PostgreSQL sslmode weaker than verify-full to a remote host",
+    ),
+    s(
+        "db_max_connections",
+        "0",
+        "PostgreSQL pool size; 0 means 2 x CPUs + 1",
+    ),
+    s(
+        "db_acquire_timeout",
+        "2s",
+        "longest wait for a database connection before 503",
+    ),
+    s(
+        "shutdown_timeout",
+        "10s",
+        "how long in-flight requests may finish after SIGTERM",
+    ),
 ];
 
 /// `dev` or `production`.
@@ -144,6 +254,8 @@ pub struct SessionConfig {
     pub reauth_window: Duration,
     /// Full sessions one user may hold at once.
     pub max_per_user: usize,
+    /// Period of the job that deletes ended sessions.
+    pub cleanup_interval: Duration,
 }
 
 /// The validated, immutable configuration.
@@ -313,7 +425,11 @@ impl Config {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
         let lifetime = p.parse("session_lifetime", |v| {
-            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(30 * 24 * 3600))
+            parse_duration_in(
+                v,
+                Duration::from_secs(1),
+                Duration::from_secs(30 * 24 * 3600),
+            )
         });
         let pending_lifetime = p.parse("session_pending_lifetime", |v| {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(3600))
@@ -321,11 +437,20 @@ impl Config {
         let reauth_window = p.parse("reauth_window", |v| {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
+        let cleanup_interval = p.parse("session_cleanup_interval", |v| {
+            parse_duration_in(
+                v,
+                Duration::from_millis(100),
+                Duration::from_secs(24 * 3600),
+            )
+        });
         let max_per_user = p.parse("session_max_per_user", |v| parse_int_in(v, 1, 1000));
         let require_mfa = p.parse("require_mfa", parse_bool);
         let password_min_length = p.parse("password_min_length", |v| parse_int_in(v, 8, 64));
         let password_max_length = p.parse("password_max_length", |v| parse_int_in(v, 64, 4096));
-        let memory_kib = p.parse("argon2_memory_kib", |v| parse_int_in(v, 8 * 1024, 4 * 1024 * 1024));
+        let memory_kib = p.parse("argon2_memory_kib", |v| {
+            parse_int_in(v, 8 * 1024, 4 * 1024 * 1024)
+        });
         let iterations = p.parse("argon2_iterations", |v| parse_int_in(v, 1, 64));
         let parallelism = p.parse("argon2_parallelism", |v| parse_int_in(v, 1, 16));
         let hash_threads = p.parse("hash_threads", |v| parse_int_in(v, 0, 256));
@@ -334,7 +459,11 @@ impl Config {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
         let verification_token_ttl = p.parse("verification_token_ttl", |v| {
-            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(7 * 24 * 3600))
+            parse_duration_in(
+                v,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 24 * 3600),
+            )
         });
         let mail_transport = p.parse("mail_transport", |v| match v {
             "file" => Ok(MailTransport::File),
@@ -384,6 +513,7 @@ impl Config {
                 pending_lifetime: pending_lifetime?,
                 reauth_window: reauth_window?,
                 max_per_user: usize::try_from(max_per_user?).ok()?,
+                cleanup_interval: cleanup_interval?,
             },
             require_mfa: require_mfa?,
             password_min_length: usize::try_from(min).ok()?,
@@ -425,7 +555,10 @@ impl Config {
             })
         };
         if self.password_max_length < self.password_min_length {
-            fail("password_max_length", "must not be below password_min_length");
+            fail(
+                "password_max_length",
+                "must not be below password_min_length",
+            );
         }
         if self.session.idle_timeout > self.session.lifetime {
             fail("session_idle_timeout", "must not exceed session_lifetime");
@@ -450,7 +583,10 @@ impl Config {
                 );
             }
             if self.log_level.contains("trace") || self.log_level.contains("debug") {
-                fail("log_level", "debug and trace logging are refused in production; use `info`");
+                fail(
+                    "log_level",
+                    "debug and trace logging are refused in production; use `info`",
+                );
             }
             if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
                 fail(
@@ -469,7 +605,11 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
-    fn parse<T>(&mut self, key: &'static str, f: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+    fn parse<T>(
+        &mut self,
+        key: &'static str,
+        f: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
         let raw = self.raw.get(key)?;
         match f(raw.value.trim()) {
             Ok(v) => Some(v),
@@ -527,7 +667,11 @@ fn read_toml(
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| i.as_str().map(str::to_string).unwrap_or_else(|| i.to_string()))
+                .map(|i| {
+                    i.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| i.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             other => other.to_string(),
@@ -537,7 +681,11 @@ fn read_toml(
     }
 }
 
-fn read_env(env: &BTreeMap<String, String>, raw: &mut BTreeMap<&'static str, Raw>, errors: &mut Vec<SettingError>) {
+fn read_env(
+    env: &BTreeMap<String, String>,
+    raw: &mut BTreeMap<&'static str, Raw>,
+    errors: &mut Vec<SettingError>,
+) {
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("CASTELLAN_") else {
             continue;
@@ -564,7 +712,10 @@ fn lookup(key: &str) -> Option<(&'static Setting, bool)> {
         return Some((s, false));
     }
     let base = key.strip_suffix("_file")?;
-    SETTINGS.iter().find(|s| s.key == base && s.secret).map(|s| (s, true))
+    SETTINGS
+        .iter()
+        .find(|s| s.key == base && s.secret)
+        .map(|s| (s, true))
 }
 
 fn insert_value(
@@ -691,7 +842,12 @@ fn parse_duration_in(v: &str, min: Duration, max: Duration) -> Result<Duration, 
 /// Formats a duration in the same notation the settings use.
 pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    for (unit, scale) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, scale) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms >= scale && ms.is_multiple_of(scale) {
             return format!("{}{unit}", ms / scale);
         }
@@ -738,7 +894,11 @@ mod tests {
         assert!(parse_duration("99999999999999999h").is_err());
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("-1s").is_err());
-        let err = Config::load(None, &env(&[("CASTELLAN_SESSION_LIFETIME", "99999999999h")])).unwrap_err();
+        let err = Config::load(
+            None,
+            &env(&[("CASTELLAN_SESSION_LIFETIME", "99999999999h")]),
+        )
+        .unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert!(err.0[0].setting.contains("SESSION_LIFETIME"), "{err}");
     }
@@ -765,8 +925,16 @@ mod tests {
     fn toml_file_is_overridden_by_env_and_unknown_keys_fail() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("castellan.toml");
-        std::fs::write(&path, "session_idle_timeout = \"5m\"\nlisten = \"127.0.0.1:9000\"\n").unwrap();
-        let c = Config::load(Some((&path, true)), &env(&[("CASTELLAN_LISTEN", "127.0.0.1:9001")])).unwrap();
+        std::fs::write(
+            &path,
+            "session_idle_timeout = \"5m\"\nlisten = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some((&path, true)),
+            &env(&[("CASTELLAN_LISTEN", "127.0.0.1:9001")]),
+        )
+        .unwrap();
         assert_eq!(c.session.idle_timeout, Duration::from_secs(300));
         assert_eq!(c.listen.port(), 9001);
         std::fs::write(&path, "sesion_idle_timeout = \"5m\"\n").unwrap();
@@ -790,7 +958,11 @@ mod tests {
         assert!(!text.contains("c2hvcnQ"), "secret value leaked: {text}");
         let good = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaA==";
         std::fs::write(&key_file, good).unwrap();
-        let c = Config::load(None, &env(&[("CASTELLAN_SECRET_KEY_FILE", key_file.to_str().unwrap())])).unwrap();
+        let c = Config::load(
+            None,
+            &env(&[("CASTELLAN_SECRET_KEY_FILE", key_file.to_str().unwrap())]),
+        )
+        .unwrap();
         assert_eq!(c.secret_key.unwrap().expose().len(), 34);
     }
 
@@ -799,7 +971,10 @@ mod tests {
     fn production_refuses_insecure_settings() {
         let err = Config::load(
             None,
-            &env(&[("CASTELLAN_PROFILE", "production"), ("CASTELLAN_LOG_LEVEL", "debug")]),
+            &env(&[
+                ("CASTELLAN_PROFILE", "production"),
+                ("CASTELLAN_LOG_LEVEL", "debug"),
+            ]),
         )
         .unwrap_err();
         let text = err.to_string();
@@ -807,8 +982,15 @@ mod tests {
         assert!(text.contains("behind_tls_proxy"), "{text}");
         assert!(text.contains("log_level"), "{text}");
         let err = Config::load(None, &env(&[("CASTELLAN_ADMIN_TOKEN", "short")])).unwrap_err();
-        assert!(err.to_string().contains("CASTELLAN_ADMIN_TOKEN: must be at least 32"), "{err}");
-        assert!(!err.to_string().contains("short"), "the token value must not be echoed: {err}");
+        assert!(
+            err.to_string()
+                .contains("CASTELLAN_ADMIN_TOKEN: must be at least 32"),
+            "{err}"
+        );
+        assert!(
+            !err.to_string().contains("short"),
+            "the token value must not be echoed: {err}"
+        );
     }
 
     #[test]

@@ -121,7 +121,11 @@ pub fn load_or_create_dev_key(data_dir: &Path) -> anyhow::Result<SecretBytes> {
             let bytes = STANDARD
                 .decode(text.trim())
                 .with_context(|| format!("{} is not base64", path.display()))?;
-            anyhow::ensure!(bytes.len() >= 32, "{} holds fewer than 32 bytes", path.display());
+            anyhow::ensure!(
+                bytes.len() >= 32,
+                "{} holds fewer than 32 bytes",
+                path.display()
+            );
             Ok(SecretBytes(Zeroizing::new(bytes)))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -176,7 +180,10 @@ mod tests {
         let a = load_or_create_dev_key(&data).unwrap();
         let b = load_or_create_dev_key(&data).unwrap();
         assert_eq!(a.expose(), b.expose());
-        let mode = std::fs::metadata(data.join("secret.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(data.join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let dmode = std::fs::metadata(&data).unwrap().permissions().mode();
         assert_eq!(dmode & 0o777, 0o700);

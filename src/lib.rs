@@ -13,6 +13,7 @@
 //! - [`store`]: role traits and their SQLite and PostgreSQL implementations; all SQL.
 //! - [`audit`]: security events written to the database and the log.
 //! - [`http`]: routes, extractors, the error mapping and security headers.
+//! - [`jobs`]: background work (deleting ended sessions).
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -26,5 +27,6 @@ pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod http;
+pub mod jobs;
 pub mod store;
 pub mod telemetry;

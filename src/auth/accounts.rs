@@ -27,8 +27,17 @@ impl From<StoreError> for RegisterError {
 
 impl Auth {
     /// Creates an account with a password that already passed the policy.
-    pub async fn register(&self, email: Email, password: &Password, meta: &RequestMeta) -> Result<User, RegisterError> {
-        let password_hash = self.hasher.hash(password).await.map_err(ServiceError::from)?;
+    pub async fn register(
+        &self,
+        email: Email,
+        password: &Password,
+        meta: &RequestMeta,
+    ) -> Result<User, RegisterError> {
+        let password_hash = self
+            .hasher
+            .hash(password)
+            .await
+            .map_err(ServiceError::from)?;
         let now = self.clock.now();
         let user = self
             .store
@@ -39,7 +48,15 @@ impl Auth {
                 now,
             })
             .await?;
-        audit::record(&*self.store, now, EventKind::UserRegistered, Some(user.id), meta, json!({})).await?;
+        audit::record(
+            &*self.store,
+            now,
+            EventKind::UserRegistered,
+            Some(user.id),
+            meta,
+            json!({}),
+        )
+        .await?;
         Ok(user)
     }
 }

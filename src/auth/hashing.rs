@@ -54,7 +54,9 @@ pub struct Hasher {
 
 impl std::fmt::Debug for Hasher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Hasher").field("params", &self.params).finish()
+        f.debug_struct("Hasher")
+            .field("params", &self.params)
+            .finish()
     }
 }
 
@@ -81,9 +83,14 @@ fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verified {
     let current = Params::try_from(&parsed).ok();
     let needs_rehash = parsed.algorithm.as_str() != "argon2id"
         || current.is_none_or(|p| {
-            p.m_cost() != params.m_cost() || p.t_cost() != params.t_cost() || p.p_cost() != params.p_cost()
+            p.m_cost() != params.m_cost()
+                || p.t_cost() != params.t_cost()
+                || p.p_cost() != params.p_cost()
         });
-    Verified { matches, needs_rehash }
+    Verified {
+        matches,
+        needs_rehash,
+    }
 }
 
 impl Hasher {
@@ -93,7 +100,9 @@ impl Hasher {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| anyhow!("invalid Argon2 parameters: {e}"))?;
         let threads = if threads == 0 {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
         } else {
             threads
         };
@@ -134,7 +143,10 @@ impl Hasher {
         self.queued.load(Ordering::Relaxed)
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce(&Params) -> T + Send + 'static) -> Result<T, HashError> {
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Params) -> T + Send + 'static,
+    ) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
         let params = self.params.clone();
         let queued = self.queued.clone();
@@ -156,7 +168,8 @@ impl Hasher {
                 return Err(HashError::Failed(anyhow!("hashing threads are gone")));
             }
         }
-        rx.await.map_err(|_| HashError::Failed(anyhow!("hashing job was dropped")))
+        rx.await
+            .map_err(|_| HashError::Failed(anyhow!("hashing job was dropped")))
     }
 
     /// Hashes a new password (Argon2id, 16-byte random salt, PHC string).
@@ -169,7 +182,11 @@ impl Hasher {
 
     /// Checks a password against a stored hash; with `None` (unknown user)
     /// the same work is done against a dummy hash and the answer is "no".
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> Result<Verified, HashError> {
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verified, HashError> {
         let password = password.clone();
         let known = stored.is_some();
         let stored = stored.map_or_else(|| self.dummy_hash.as_str().to_string(), str::to_string);
@@ -217,22 +234,46 @@ mod tests {
         assert!(h.verify(&pw(&long), Some(&a)).await.unwrap().matches);
         // No truncation: the 72-character prefix must not match.
         assert!(!h.verify(&pw(&long[..72]), Some(&a)).await.unwrap().matches);
-        assert!(!h.verify(&pw(&"X".repeat(100)), Some(&a)).await.unwrap().matches);
+        assert!(
+            !h.verify(&pw(&"X".repeat(100)), Some(&a))
+                .await
+                .unwrap()
+                .matches
+        );
         // Unknown user: never matches.
         assert!(!h.verify(&pw(&long), None).await.unwrap().matches);
         // Stronger configured parameters ask for a rehash of the old hash.
-        let stronger = Hasher::start(1, 4, Argon2Config { memory_kib: 9 * 1024, ..CHEAP }).unwrap();
+        let stronger = Hasher::start(
+            1,
+            4,
+            Argon2Config {
+                memory_kib: 9 * 1024,
+                ..CHEAP
+            },
+        )
+        .unwrap();
         let v = stronger.verify(&pw(&long), Some(&a)).await.unwrap();
         assert!(v.matches && v.needs_rehash);
     }
 
     #[tokio::test]
     async fn a_full_queue_answers_busy_at_once() {
-        let h = Hasher::start(1, 1, Argon2Config { memory_kib: 64 * 1024, iterations: 4, parallelism: 1 }).unwrap();
+        let h = Hasher::start(
+            1,
+            1,
+            Argon2Config {
+                memory_kib: 64 * 1024,
+                iterations: 4,
+                parallelism: 1,
+            },
+        )
+        .unwrap();
         let mut tasks = Vec::new();
         for _ in 0..8 {
             let h = h.clone();
-            tasks.push(tokio::spawn(async move { h.hash(&pw("abcdefghijkl")).await }));
+            tasks.push(tokio::spawn(
+                async move { h.hash(&pw("abcdefghijkl")).await },
+            ));
         }
         let mut busy = 0;
         for t in tasks {
@@ -240,6 +281,9 @@ mod tests {
                 busy += 1;
             }
         }
-        assert!(busy >= 1, "with one thread and a queue of one, some of 8 must be refused");
+        assert!(
+            busy >= 1,
+            "with one thread and a queue of one, some of 8 must be refused"
+        );
     }
 }

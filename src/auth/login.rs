@@ -17,6 +17,9 @@ pub enum LoginError {
     /// Correct password, but an administrator locked the account.
     #[error("account locked")]
     Locked,
+    /// The caller's session ended while the request ran.
+    #[error("session gone")]
+    SessionGone,
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -42,7 +45,12 @@ pub struct LoggedIn {
 
 impl Auth {
     /// Checks email and password and opens a session.
-    pub async fn login(&self, email: &Email, password: &Password, meta: &RequestMeta) -> Result<LoggedIn, LoginError> {
+    pub async fn login(
+        &self,
+        email: &Email,
+        password: &Password,
+        meta: &RequestMeta,
+    ) -> Result<LoggedIn, LoginError> {
         let found = self.store.find_credentials(email.key()).await?;
         let verified = match self
             .hasher
@@ -52,31 +60,68 @@ impl Auth {
             Ok(v) => v,
             Err(super::HashError::Busy) => {
                 let now = self.clock.now();
-                audit::record(&*self.store, now, EventKind::HashingSaturated, None, meta, json!({"route": "login"}))
-                    .await?;
+                audit::record(
+                    &*self.store,
+                    now,
+                    EventKind::HashingSaturated,
+                    None,
+                    meta,
+                    json!({"route": "login"}),
+                )
+                .await?;
                 return Err(ServiceError::Busy.into());
             }
             Err(e) => return Err(e.into()),
         };
         let now = self.clock.now();
         let Some(credentials) = found.filter(|_| verified.matches) else {
-            let user = self.store.find_credentials(email.key()).await?.map(|c| c.user.id);
-            let reason = if user.is_some() { "wrong_password" } else { "unknown_user" };
-            audit::record(&*self.store, now, EventKind::LoginFailed, user, meta, json!({"reason": reason, "factor": "password"}))
-                .await?;
+            let user = self
+                .store
+                .find_credentials(email.key())
+                .await?
+                .map(|c| c.user.id);
+            let reason = if user.is_some() {
+                "wrong_password"
+            } else {
+                "unknown_user"
+            };
+            audit::record(
+                &*self.store,
+                now,
+                EventKind::LoginFailed,
+                user,
+                meta,
+                json!({"reason": reason, "factor": "password"}),
+            )
+            .await?;
             return Err(LoginError::InvalidCredentials);
         };
         let user = credentials.user;
         if user.locked {
-            audit::record(&*self.store, now, EventKind::LoginFailed, Some(user.id), meta, json!({"reason": "locked", "factor": "password"}))
-                .await?;
+            audit::record(
+                &*self.store,
+                now,
+                EventKind::LoginFailed,
+                Some(user.id),
+                meta,
+                json!({"reason": "locked", "factor": "password"}),
+            )
+            .await?;
             return Err(LoginError::Locked);
         }
         if verified.needs_rehash {
             // The password is known to be right: store it with today's cost.
             let upgraded = self.hasher.hash(password).await?;
             self.store.set_password_hash(user.id, &upgraded).await?;
-            audit::record(&*self.store, now, EventKind::PasswordRehashed, Some(user.id), meta, json!({})).await?;
+            audit::record(
+                &*self.store,
+                now,
+                EventKind::PasswordRehashed,
+                Some(user.id),
+                meta,
+                json!({}),
+            )
+            .await?;
         }
         let pending = user.mfa_enabled;
         let (token, session) = self.open_session(user.id, Aal::Aal1, pending, meta).await?;

@@ -13,6 +13,7 @@ use crate::store::{Store, StoreError};
 pub mod accounts;
 pub mod hashing;
 pub mod login;
+pub mod reauth;
 pub mod sessions;
 
 pub use hashing::{HashError, Hasher};

@@ -45,7 +45,10 @@ impl Auth {
             user_agent: meta.user_agent.clone(),
             ip: meta.ip.clone(),
         };
-        let evicted = self.store.create_session(&new, self.config.session.max_per_user).await?;
+        let evicted = self
+            .store
+            .create_session(&new, self.config.session.max_per_user)
+            .await?;
         audit::record(
             &*self.store,
             now,
@@ -74,7 +77,11 @@ impl Auth {
     /// interval to record activity.
     pub async fn check_session(&self, token: &SessionToken) -> Result<(Session, User), CheckError> {
         let hash = self.keys.hash_token(token);
-        let (mut session, user) = self.store.find_session(&hash).await?.ok_or(CheckError::Unauthenticated)?;
+        let (mut session, user) = self
+            .store
+            .find_session(&hash)
+            .await?
+            .ok_or(CheckError::Unauthenticated)?;
         let now = self.clock.now();
         let idle = self.config.session.idle_timeout;
         if !session.is_alive(now, idle) || user.locked {
@@ -82,7 +89,9 @@ impl Auth {
         }
         if session.needs_touch(now, idle) {
             let older_than = now - Session::touch_interval(idle);
-            self.store.touch_session(session.id, now, older_than).await?;
+            self.store
+                .touch_session(session.id, now, older_than)
+                .await?;
             session.last_seen_at = now;
         }
         Ok((session, user))
@@ -101,5 +110,162 @@ impl Auth {
         )
         .await?;
         Ok(())
+    }
+}
+
+/// Why ending a session was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// No such session among the caller's own (another user's id included).
+    #[error("not found")]
+    NotFound,
+    /// Ending other sessions needs a recent re-authentication.
+    #[error("re-authentication required")]
+    ReauthenticationRequired,
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<StoreError> for RevokeError {
+    fn from(e: StoreError) -> Self {
+        RevokeError::Service(e.into())
+    }
+}
+
+impl Auth {
+    /// The user's live sessions, newest first.
+    pub async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        let now = self.clock.now();
+        let idle = self.config.session.idle_timeout;
+        let sessions = self.store.list_sessions(user).await?;
+        Ok(sessions
+            .into_iter()
+            .filter(|s| s.is_alive(now, idle))
+            .collect())
+    }
+
+    /// Ends one of the caller's sessions. Ending another one than the
+    /// current needs the re-authentication window.
+    pub async fn revoke_session(
+        &self,
+        current: &Session,
+        target: Uuid,
+        meta: &RequestMeta,
+    ) -> Result<(), RevokeError> {
+        let now = self.clock.now();
+        let owned = self
+            .store
+            .list_sessions(current.user_id)
+            .await?
+            .iter()
+            .any(|s| s.id == target);
+        if !owned {
+            self.deny(current.user_id, meta, "session_not_owned")
+                .await?;
+            return Err(RevokeError::NotFound);
+        }
+        if target != current.id && !current.in_reauth_window(now, self.config.session.reauth_window)
+        {
+            self.deny(current.user_id, meta, "reauthentication_required")
+                .await?;
+            return Err(RevokeError::ReauthenticationRequired);
+        }
+        self.store.delete_session(target).await?;
+        audit::record(
+            &*self.store,
+            now,
+            EventKind::SessionRevoked,
+            Some(current.user_id),
+            meta,
+            json!({"session_id": target, "by": "user"}),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Ends every session of the caller except the current one.
+    pub async fn revoke_other_sessions(
+        &self,
+        current: &Session,
+        meta: &RequestMeta,
+    ) -> Result<u64, RevokeError> {
+        let now = self.clock.now();
+        if !current.in_reauth_window(now, self.config.session.reauth_window) {
+            self.deny(current.user_id, meta, "reauthentication_required")
+                .await?;
+            return Err(RevokeError::ReauthenticationRequired);
+        }
+        let count = self
+            .store
+            .delete_user_sessions(current.user_id, Some(current.id))
+            .await?;
+        audit::record(
+            &*self.store,
+            now,
+            EventKind::SessionRevoked,
+            Some(current.user_id),
+            meta,
+            json!({"scope": "others", "count": count, "by": "user"}),
+        )
+        .await?;
+        Ok(count)
+    }
+
+    /// Records a refused action (authorization failure).
+    pub async fn deny(
+        &self,
+        user: UserId,
+        meta: &RequestMeta,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        audit::record(
+            &*self.store,
+            self.clock.now(),
+            EventKind::AccessDenied,
+            Some(user),
+            meta,
+            json!({"reason": reason}),
+        )
+        .await
+    }
+
+    /// Replaces the session with a fresh one (new id and token, both timers
+    /// restarted, `authenticated_at` now). The old token stops working in
+    /// the same transaction.
+    pub async fn rotate_session(
+        &self,
+        old: &Session,
+        aal: Aal,
+        meta: &RequestMeta,
+        reason: &str,
+    ) -> Result<(SessionToken, Session), CheckError> {
+        let token = SessionToken::generate()
+            .map_err(|e| CheckError::Store(StoreError::Unexpected(e.into())))?;
+        let now = self.clock.now();
+        let new = NewSession {
+            id: Uuid::new_v4(),
+            token_hash: self.keys.hash_token(&token),
+            user_id: old.user_id,
+            aal,
+            mfa_pending: false,
+            now,
+            expires_at: now + self.config.session.lifetime,
+            user_agent: meta.user_agent.clone(),
+            ip: meta.ip.clone(),
+        };
+        if !self.store.rotate_session(old.id, &new).await? {
+            // Revoked meanwhile: the caller's credential is dead.
+            return Err(CheckError::Unauthenticated);
+        }
+        audit::record(
+            &*self.store,
+            now,
+            EventKind::SessionRotated,
+            Some(old.user_id),
+            meta,
+            json!({"from": old.id, "to": new.id, "aal": aal.as_str(), "reason": reason}),
+        )
+        .await?;
+        Ok((token, new.into_session()))
     }
 }

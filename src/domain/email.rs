@@ -81,13 +81,19 @@ impl Email {
 
     /// The part before the `@`, lower-cased (used by the password policy).
     pub fn local_part(&self) -> &str {
-        self.key.rsplit_once('@').map(|(l, _)| l).unwrap_or(&self.key)
+        self.key
+            .rsplit_once('@')
+            .map(|(l, _)| l)
+            .unwrap_or(&self.key)
     }
 
     /// Rebuilds an address read back from storage (already validated).
     pub fn from_trusted(stored: String) -> Self {
         let key = stored.to_ascii_lowercase();
-        Self { display: stored, key }
+        Self {
+            display: stored,
+            key,
+        }
     }
 }
 
@@ -125,7 +131,10 @@ mod tests {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
         // Percent-encoded input is taken literally, never decoded.
-        assert_eq!(Email::parse("a%2540x@example.com").unwrap().as_str(), "a%2540x@example.com");
+        assert_eq!(
+            Email::parse("a%2540x@example.com").unwrap().as_str(),
+            "a%2540x@example.com"
+        );
         let long = format!("{}@example.com", "a".repeat(65));
         assert_eq!(Email::parse(&long), Err(EmailError::Shape));
         let too_long = format!("{}@{}.com", "a".repeat(60), "b".repeat(200));

@@ -96,7 +96,11 @@ mod tests {
         assert!(Password::new_with_policy(&"x".repeat(1025), &POLICY).is_err());
         assert!(Password::new_with_policy(&"x".repeat(1024), &POLICY).is_ok());
         // No composition rules: digits only, spaces, CJK all fine.
-        for ok in ["123456789012345", "correct horse battery", "密码密码密码密码密码密码密码密码"] {
+        for ok in [
+            "123456789012345",
+            "correct horse battery",
+            "密码密码密码密码密码密码密码密码",
+        ] {
             assert!(Password::new_with_policy(ok, &POLICY).is_ok(), "{ok}");
         }
     }

@@ -113,7 +113,13 @@ mod tests {
 
     #[test]
     fn touch_interval_is_bounded() {
-        assert_eq!(Session::touch_interval(Duration::from_secs(1800)), Duration::from_secs(60));
-        assert_eq!(Session::touch_interval(Duration::from_secs(2)), Duration::from_millis(500));
+        assert_eq!(
+            Session::touch_interval(Duration::from_secs(1800)),
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            Session::touch_interval(Duration::from_secs(2)),
+            Duration::from_millis(500)
+        );
     }
 }

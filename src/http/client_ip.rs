@@ -23,13 +23,19 @@ pub fn resolve(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAd
         .map(|s| s.trim().parse::<IpAddr>().map(normalise))
         .collect::<Result<_, _>>()
         .unwrap_or_default();
-    hops.into_iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(peer_ip)
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer_ip)
 }
 
 /// IPv4-mapped IPv6 addresses become plain IPv4, so one client has one key.
 fn normalise(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -50,17 +56,32 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
         let none: Vec<IpNet> = vec![];
-        assert_eq!(resolve(peer, &headers("203.0.113.9"), &none).to_string(), "127.0.0.1");
-        let trusted: Vec<IpNet> = vec!["127.0.0.1/32".parse().unwrap(), "10.0.0.0/8".parse().unwrap()];
-        assert_eq!(resolve(peer, &headers("203.0.113.9"), &trusted).to_string(), "203.0.113.9");
+        assert_eq!(
+            resolve(peer, &headers("203.0.113.9"), &none).to_string(),
+            "127.0.0.1"
+        );
+        let trusted: Vec<IpNet> = vec![
+            "127.0.0.1/32".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ];
+        assert_eq!(
+            resolve(peer, &headers("203.0.113.9"), &trusted).to_string(),
+            "203.0.113.9"
+        );
         // A client-supplied left part is ignored: the right-most untrusted hop wins.
         assert_eq!(
             resolve(peer, &headers("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted).to_string(),
             "198.51.100.7"
         );
         // Garbage in the header falls back to the peer.
-        assert_eq!(resolve(peer, &headers("not-an-ip"), &trusted).to_string(), "127.0.0.1");
+        assert_eq!(
+            resolve(peer, &headers("not-an-ip"), &trusted).to_string(),
+            "127.0.0.1"
+        );
         let mapped: SocketAddr = "[::ffff:192.0.2.1]:80".parse().unwrap();
-        assert_eq!(resolve(mapped, &HeaderMap::new(), &none).to_string(), "192.0.2.1");
+        assert_eq!(
+            resolve(mapped, &HeaderMap::new(), &none).to_string(),
+            "192.0.2.1"
+        );
     }
 }

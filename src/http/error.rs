@@ -10,7 +10,7 @@ use super::middleware::current_request_id;
 use crate::auth::ServiceError;
 use crate::auth::accounts::RegisterError;
 use crate::auth::login::LoginError;
-use crate::auth::sessions::CheckError;
+use crate::auth::sessions::{CheckError, RevokeError};
 use crate::store::StoreError;
 
 /// Every error the API can answer with.
@@ -31,9 +31,13 @@ pub enum ApiError {
     Conflict(&'static str),
     PayloadTooLarge,
     UnsupportedMediaType,
-    RateLimited { retry_after_secs: u64 },
+    RateLimited {
+        retry_after_secs: u64,
+    },
     Internal,
-    Unavailable { retry_after_secs: u64 },
+    Unavailable {
+        retry_after_secs: u64,
+    },
 }
 
 #[derive(Serialize)]
@@ -59,7 +63,11 @@ impl ApiError {
                 "unauthenticated",
                 "a valid session is required".into(),
             ),
-            InvalidCredentials(status) => (*status, "invalid_credentials", "the credentials are not valid".into()),
+            InvalidCredentials(status) => (
+                *status,
+                "invalid_credentials",
+                "the credentials are not valid".into(),
+            ),
             MfaRequired => (
                 StatusCode::FORBIDDEN,
                 "mfa_required",
@@ -70,9 +78,17 @@ impl ApiError {
                 "reauthentication_required",
                 "re-authenticate to do this".into(),
             ),
-            AccountLocked => (StatusCode::FORBIDDEN, "account_locked", "the account is locked".into()),
+            AccountLocked => (
+                StatusCode::FORBIDDEN,
+                "account_locked",
+                "the account is locked".into(),
+            ),
             Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", (*m).into()),
-            NotFound => (StatusCode::NOT_FOUND, "not_found", "no such resource".into()),
+            NotFound => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such resource".into(),
+            ),
             MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
@@ -89,8 +105,16 @@ impl ApiError {
                 "unsupported_media_type",
                 "the body must be application/json".into(),
             ),
-            RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many attempts; retry later".into()),
-            Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error".into()),
+            RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many attempts; retry later".into(),
+            ),
+            Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "internal error".into(),
+            ),
             Unavailable { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -118,9 +142,8 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, axum::Json(body)).into_response();
         let retry = match self {
-            ApiError::RateLimited { retry_after_secs } | ApiError::Unavailable { retry_after_secs } => {
-                Some(retry_after_secs.max(1))
-            }
+            ApiError::RateLimited { retry_after_secs }
+            | ApiError::Unavailable { retry_after_secs } => Some(retry_after_secs.max(1)),
             _ => None,
         };
         if let Some(secs) = retry {
@@ -138,7 +161,9 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict => ApiError::Conflict("conflict"),
             StoreError::Unavailable(reason) => {
                 tracing::warn!(%reason, "database unavailable");
-                ApiError::Unavailable { retry_after_secs: 2 }
+                ApiError::Unavailable {
+                    retry_after_secs: 2,
+                }
             }
             StoreError::Unexpected(e) => {
                 tracing::error!(error = %format!("{e:#}"), "storage error");
@@ -151,7 +176,9 @@ impl From<StoreError> for ApiError {
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
-            ServiceError::Busy => ApiError::Unavailable { retry_after_secs: 1 },
+            ServiceError::Busy => ApiError::Unavailable {
+                retry_after_secs: 1,
+            },
             ServiceError::Store(e) => e.into(),
             ServiceError::Unexpected(e) => {
                 tracing::error!(error = %format!("{e:#}"), "unexpected error");
@@ -173,9 +200,22 @@ impl From<RegisterError> for ApiError {
 impl From<LoginError> for ApiError {
     fn from(e: LoginError) -> Self {
         match e {
-            LoginError::InvalidCredentials => ApiError::InvalidCredentials(StatusCode::UNAUTHORIZED),
+            LoginError::InvalidCredentials => {
+                ApiError::InvalidCredentials(StatusCode::UNAUTHORIZED)
+            }
             LoginError::Locked => ApiError::AccountLocked,
+            LoginError::SessionGone => ApiError::Unauthenticated,
             LoginError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<RevokeError> for ApiError {
+    fn from(e: RevokeError) -> Self {
+        match e {
+            RevokeError::NotFound => ApiError::NotFound,
+            RevokeError::ReauthenticationRequired => ApiError::ReauthenticationRequired,
+            RevokeError::Service(e) => e.into(),
         }
     }
 }

@@ -33,12 +33,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(value)) => Ok(ApiJson(value)),
             Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::JsonSyntaxError(_)) => Err(ApiError::InvalidRequest("the body is not valid JSON".into())),
-            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::InvalidRequest(describe_data_error(&e.body_text()))),
-            Err(JsonRejection::BytesRejection(e)) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(JsonRejection::JsonSyntaxError(_)) => Err(ApiError::InvalidRequest(
+                "the body is not valid JSON".into(),
+            )),
+            Err(JsonRejection::JsonDataError(e)) => Err(ApiError::InvalidRequest(
+                describe_data_error(&e.body_text()),
+            )),
+            Err(JsonRejection::BytesRejection(e))
+                if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Err(ApiError::PayloadTooLarge)
             }
-            Err(_) => Err(ApiError::InvalidRequest("the body could not be read".into())),
+            Err(_) => Err(ApiError::InvalidRequest(
+                "the body could not be read".into(),
+            )),
         }
     }
 }
@@ -46,10 +54,7 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 /// serde's message names the field (`unknown field `x``, `missing field
 /// `email``, `invalid type ... at line 1 column 9`); keep that part only.
 fn describe_data_error(text: &str) -> String {
-    let detail = text
-        .split_once(": ")
-        .map(|(_, rest)| rest)
-        .unwrap_or(text);
+    let detail = text.split_once(": ").map(|(_, rest)| rest).unwrap_or(text);
     let detail = detail.split(" at line ").next().unwrap_or(detail);
     let detail: String = detail.chars().take(200).collect();
     format!("invalid body: {detail}")
@@ -58,13 +63,19 @@ fn describe_data_error(text: &str) -> String {
 /// Keeps printable characters and caps the length (it ends up in the
 /// database, the audit record and the UI).
 pub fn clean_user_agent(raw: &str) -> String {
-    raw.chars().filter(|c| !c.is_control()).take(USER_AGENT_MAX).collect()
+    raw.chars()
+        .filter(|c| !c.is_control())
+        .take(USER_AGENT_MAX)
+        .collect()
 }
 
 impl FromRequestParts<AppState> for RequestMeta {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let request_id = parts
             .extensions
             .get::<RequestId>()
@@ -74,7 +85,8 @@ impl FromRequestParts<AppState> for RequestMeta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| {
-                super::client_ip::resolve(*peer, &parts.headers, &state.auth.config.trusted_proxies).to_string()
+                super::client_ip::resolve(*peer, &parts.headers, &state.auth.config.trusted_proxies)
+                    .to_string()
             })
             .unwrap_or_default();
         let user_agent = parts
@@ -171,7 +183,10 @@ fn changes_state(method: &Method) -> bool {
 impl<P: Policy> FromRequestParts<AppState> for Authenticated<P> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let (raw, source) = credential(parts)?.ok_or(ApiError::Unauthenticated)?;
         let token = SessionToken::parse(&raw).map_err(|_| ApiError::Unauthenticated)?;
         let (session, user) = state.auth.check_session(&token).await?;
@@ -182,7 +197,9 @@ impl<P: Policy> FromRequestParts<AppState> for Authenticated<P> {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             if !state.auth.keys.csrf_matches(session.id, presented) {
-                return Err(ApiError::Forbidden("a valid X-CSRF-Token header is required"));
+                return Err(ApiError::Forbidden(
+                    "a valid X-CSRF-Token header is required",
+                ));
             }
         }
         if session.mfa_pending && !P::ALLOW_MFA_PENDING {

@@ -35,11 +35,15 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiErr
         Ok(Ok(())) => Ok(Json(Status { status: "ok" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            Err(ApiError::Unavailable { retry_after_secs: 2 })
+            Err(ApiError::Unavailable {
+                retry_after_secs: 2,
+            })
         }
         Err(_) => {
             tracing::warn!("readiness check timed out");
-            Err(ApiError::Unavailable { retry_after_secs: 2 })
+            Err(ApiError::Unavailable {
+                retry_after_secs: 2,
+            })
         }
     }
 }

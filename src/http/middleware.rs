@@ -48,7 +48,8 @@ fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
 /// Assigns the request id, opens the request span, writes the access log
 /// line (path only: query strings may hold personal data) and echoes the id.
 pub async fn request_context(mut req: Request, next: Next) -> Response {
-    let id = sane_request_id(req.headers().get(&X_REQUEST_ID)).unwrap_or_else(|| Uuid::new_v4().to_string());
+    let id = sane_request_id(req.headers().get(&X_REQUEST_ID))
+        .unwrap_or_else(|| Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let route = req
         .extensions()
@@ -105,9 +106,15 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     set(header::REFERRER_POLICY, "no-referrer");
     set(header::X_FRAME_OPTIONS, "DENY");
     set(header::CACHE_CONTROL, "no-store");
-    set(HeaderName::from_static("cross-origin-resource-policy"), "same-origin");
+    set(
+        HeaderName::from_static("cross-origin-resource-policy"),
+        "same-origin",
+    );
     if state.auth.config.profile == Profile::Production {
-        set(header::STRICT_TRANSPORT_SECURITY, "max-age=63072000; includeSubDomains");
+        set(
+            header::STRICT_TRANSPORT_SECURITY,
+            "max-age=63072000; includeSubDomains",
+        );
     }
     response
 }

@@ -60,6 +60,9 @@ pub fn public_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::accounts::login))
         .routes(routes!(api::session::logout))
         .routes(routes!(api::session::current))
+        .routes(routes!(api::session::list, api::session::revoke_others))
+        .routes(routes!(api::session::revoke))
+        .routes(routes!(api::session::reauthenticate))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .split_for_parts()
@@ -82,7 +85,10 @@ pub fn public_app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn(middleware::limit_body))
-        .layer(from_fn_with_state(state.clone(), middleware::security_headers))
+        .layer(from_fn_with_state(
+            state.clone(),
+            middleware::security_headers,
+        ))
         .layer(from_fn(middleware::request_context))
         .with_state(state)
 }

@@ -135,29 +135,37 @@ pub trait SessionStore: Send + Sync {
         now: OffsetDateTime,
         older_than: OffsetDateTime,
     ) -> Result<(), StoreError>;
+    /// Replaces session `old` by `new` in one transaction (token rotation);
+    /// `false` when `old` no longer exists, and then nothing is written.
+    async fn rotate_session(&self, old: Uuid, new: &NewSession) -> Result<bool, StoreError>;
     /// Deletes one session; `false` when it did not exist.
     async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError>;
     /// The user's sessions, newest first.
     async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError>;
     /// Deletes a user's sessions, keeping `except` if given; returns how many.
-    async fn delete_user_sessions(&self, user: UserId, except: Option<Uuid>) -> Result<u64, StoreError>;
+    async fn delete_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<Uuid>,
+    ) -> Result<u64, StoreError>;
     /// Deletes every session of every user (incident response).
     async fn delete_all_sessions(&self) -> Result<u64, StoreError>;
     /// Deletes up to `batch` sessions that ended before `now` (absolute
-    /// expiry, or no activity since `idle_cutoff`).
+    /// expiry, or no activity since `idle_cutoff`) and says which.
     async fn purge_expired_sessions(
         &self,
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
         batch: u32,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<Vec<(Uuid, UserId)>, StoreError>;
 }
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
     async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError>;
     /// Newest first, optionally for one user.
-    async fn list_events(&self, user: Option<UserId>, limit: u32) -> Result<Vec<Event>, StoreError>;
+    async fn list_events(&self, user: Option<UserId>, limit: u32)
+    -> Result<Vec<Event>, StoreError>;
 }
 
 /// Everything a backend provides.
@@ -173,7 +181,9 @@ pub trait Store: UserStore + SessionStore + EventStore {
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.database {
         DatabaseConfig::Sqlite { path } => Arc::new(sqlite::SqliteStore::open(path).await?),
-        DatabaseConfig::Postgres { url } => Arc::new(postgres::PgStore::connect(url, config).await?),
+        DatabaseConfig::Postgres { url } => {
+            Arc::new(postgres::PgStore::connect(url, config).await?)
+        }
     })
 }
 

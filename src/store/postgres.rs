@@ -106,7 +106,9 @@ fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Resu
     let local = options.get_socket().is_some()
         || host.starts_with('/')
         || host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if config.profile == crate::config::Profile::Production && !local {
         if !config.database_allow_unverified_tls {
             bail!(
@@ -127,7 +129,9 @@ fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Resu
 /// A session check holds a connection for one short query, so more
 /// connections than the CPUs can keep busy only add contention.
 pub fn default_pool_size() -> u32 {
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
     u32::try_from(cpus * 2 + 1).unwrap_or(5)
 }
 
@@ -192,6 +196,30 @@ fn session_from_row(row: &PgRow, at: usize) -> Result<Session, sqlx::Error> {
     })
 }
 
+async fn insert_session(
+    tx: &mut Transaction<'static, Postgres>,
+    new: &NewSession,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, user_id, aal, mfa_pending, created_at,
+             authenticated_at, last_seen_at, expires_at, user_agent, ip)
+         VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9)",
+    )
+    .bind(new.id)
+    .bind(new.token_hash.0.as_slice())
+    .bind(new.user_id.0)
+    .bind(new.aal.as_str())
+    .bind(new.mfa_pending)
+    .bind(new.now)
+    .bind(new.expires_at)
+    .bind(&new.user_agent)
+    .bind(&new.ip)
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
 async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
     pool.begin().await.map_err(map_err)
 }
@@ -252,7 +280,9 @@ impl UserStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?;
-        row.map(|r| user_from_row(&r, 0)).transpose().map_err(map_err)
+        row.map(|r| user_from_row(&r, 0))
+            .transpose()
+            .map_err(map_err)
     }
 
     async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError> {
@@ -284,23 +314,7 @@ impl SessionStore for PgStore {
         max_full_sessions: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = begin(&self.pool).await?;
-        sqlx::query(
-            "INSERT INTO sessions (id, token_hash, user_id, aal, mfa_pending, created_at,
-                 authenticated_at, last_seen_at, expires_at, user_agent, ip)
-             VALUES ($1, $2, $3, $4, $5, $6, $6, $6, $7, $8, $9)",
-        )
-        .bind(new.id)
-        .bind(new.token_hash.0.as_slice())
-        .bind(new.user_id.0)
-        .bind(new.aal.as_str())
-        .bind(new.mfa_pending)
-        .bind(new.now)
-        .bind(new.expires_at)
-        .bind(&new.user_agent)
-        .bind(&new.ip)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_err)?;
+        insert_session(&mut tx, new).await?;
         let mut evicted = Vec::new();
         if !new.mfa_pending {
             // Serialise concurrent logins of one user so the cap holds.
@@ -359,6 +373,21 @@ impl SessionStore for PgStore {
         Ok(())
     }
 
+    async fn rotate_session(&self, old: Uuid, new: &NewSession) -> Result<bool, StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        let gone = sqlx::query("DELETE FROM sessions WHERE id = $1")
+            .bind(old)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        if gone.rows_affected() == 0 {
+            return Ok(false);
+        }
+        insert_session(&mut tx, new).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(true)
+    }
+
     async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
@@ -384,13 +413,19 @@ impl SessionStore for PgStore {
             .map_err(map_err)
     }
 
-    async fn delete_user_sessions(&self, user: UserId, except: Option<Uuid>) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)")
-            .bind(user.0)
-            .bind(except)
-            .execute(&self.pool)
-            .await
-            .map_err(map_err)?;
+    async fn delete_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
+        )
+        .bind(user.0)
+        .bind(except)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
         Ok(done.rows_affected())
     }
 
@@ -407,19 +442,23 @@ impl SessionStore for PgStore {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
         batch: u32,
-    ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+    ) -> Result<Vec<(Uuid, UserId)>, StoreError> {
+        let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "DELETE FROM sessions WHERE id IN (
                  SELECT id FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2
-                 LIMIT $3 FOR UPDATE SKIP LOCKED)",
+                 LIMIT $3 FOR UPDATE SKIP LOCKED)
+             RETURNING id, user_id",
         )
         .bind(now)
         .bind(idle_cutoff)
         .bind(i64::from(batch))
-        .execute(&self.pool)
+        .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        Ok(done.rows_affected())
+        Ok(rows
+            .into_iter()
+            .map(|(id, user)| (id, UserId(user)))
+            .collect())
     }
 }
 
@@ -444,7 +483,11 @@ impl EventStore for PgStore {
         Ok(())
     }
 
-    async fn list_events(&self, user: Option<UserId>, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn list_events(
+        &self,
+        user: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, at, kind, user_id, ip, user_agent, request_id, detail
              FROM security_events WHERE ($1::uuid IS NULL OR user_id = $1)

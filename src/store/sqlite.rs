@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{
+    Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params,
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -170,13 +172,15 @@ fn to_ms(t: OffsetDateTime) -> i64 {
 }
 
 fn from_ms(ms: i64) -> rusqlite::Result<OffsetDateTime> {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e)))
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e))
+    })
 }
 
 fn parse_uuid(s: &str) -> rusqlite::Result<Uuid> {
-    Uuid::parse_str(s)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e)))
+    Uuid::parse_str(s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
 }
 
 fn map_err(e: rusqlite::Error) -> StoreError {
@@ -194,6 +198,29 @@ fn map_err(e: rusqlite::Error) -> StoreError {
         }
         _ => StoreError::Unexpected(anyhow::Error::new(e).context("sqlite")),
     }
+}
+
+fn insert_session(conn: &Connection, new: &NewSession) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO sessions (id, token_hash, user_id, aal, mfa_pending, created_at,
+             authenticated_at, last_seen_at, expires_at, user_agent, ip)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            new.id.to_string(),
+            new.token_hash.0.as_slice(),
+            new.user_id.0.to_string(),
+            new.aal.as_str(),
+            new.mfa_pending,
+            to_ms(new.now),
+            to_ms(new.expires_at),
+            new.user_agent,
+            new.ip
+        ])
+    })
+    .map_err(map_err)?;
+    Ok(())
 }
 
 const USER_COLUMNS: &str =
@@ -267,7 +294,9 @@ impl UserStore for SqliteStore {
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
         let key = email_key.to_string();
         self.read(move |conn| {
-            let sql = format!("SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email_key = ?1");
+            let sql = format!(
+                "SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email_key = ?1"
+            );
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
                     st.query_row([key], |r| {
@@ -287,7 +316,10 @@ impl UserStore for SqliteStore {
         self.read(move |conn| {
             let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1");
             conn.prepare_cached(&sql)
-                .and_then(|mut st| st.query_row([id.0.to_string()], |r| user_from_row(r, 0)).optional())
+                .and_then(|mut st| {
+                    st.query_row([id.0.to_string()], |r| user_from_row(r, 0))
+                        .optional()
+                })
                 .map_err(map_err)
         })
         .await
@@ -329,25 +361,7 @@ impl SessionStore for SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
-            tx.prepare_cached(
-                "INSERT INTO sessions (id, token_hash, user_id, aal, mfa_pending, created_at,
-                     authenticated_at, last_seen_at, expires_at, user_agent, ip)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?6, ?7, ?8, ?9)",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    new.id.to_string(),
-                    new.token_hash.0.as_slice(),
-                    new.user_id.0.to_string(),
-                    new.aal.as_str(),
-                    new.mfa_pending,
-                    to_ms(new.now),
-                    to_ms(new.expires_at),
-                    new.user_agent,
-                    new.ip
-                ])
-            })
-            .map_err(map_err)?;
+            insert_session(&tx, &new)?;
             let mut evicted = Vec::new();
             if !new.mfa_pending {
                 let keep = i64::try_from(max_full_sessions).unwrap_or(i64::MAX);
@@ -383,8 +397,10 @@ impl SessionStore for SqliteStore {
             );
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
-                    st.query_row([hash.0.as_slice()], |r| Ok((session_from_row(r, 0)?, user_from_row(r, 10)?)))
-                        .optional()
+                    st.query_row([hash.0.as_slice()], |r| {
+                        Ok((session_from_row(r, 0)?, user_from_row(r, 10)?))
+                    })
+                    .optional()
                 })
                 .map_err(map_err)
         })
@@ -398,10 +414,31 @@ impl SessionStore for SqliteStore {
         older_than: OffsetDateTime,
     ) -> Result<(), StoreError> {
         self.write(move |conn| {
-            conn.prepare_cached("UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?3")
-                .and_then(|mut st| st.execute(params![to_ms(now), id.to_string(), to_ms(older_than)]))
-                .map_err(map_err)?;
+            conn.prepare_cached(
+                "UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?3",
+            )
+            .and_then(|mut st| st.execute(params![to_ms(now), id.to_string(), to_ms(older_than)]))
+            .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn rotate_session(&self, old: Uuid, new: &NewSession) -> Result<bool, StoreError> {
+        let new = new.clone();
+        self.write(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(map_err)?;
+            let gone = tx
+                .execute("DELETE FROM sessions WHERE id = ?1", [old.to_string()])
+                .map_err(map_err)?;
+            if gone == 0 {
+                return Ok(false);
+            }
+            insert_session(&tx, &new)?;
+            tx.commit().map_err(map_err)?;
+            Ok(true)
         })
         .await
     }
@@ -431,7 +468,11 @@ impl SessionStore for SqliteStore {
         .await
     }
 
-    async fn delete_user_sessions(&self, user: UserId, except: Option<Uuid>) -> Result<u64, StoreError> {
+    async fn delete_user_sessions(
+        &self,
+        user: UserId,
+        except: Option<Uuid>,
+    ) -> Result<u64, StoreError> {
         self.write(move |conn| {
             let keep = except.map(|id| id.to_string()).unwrap_or_default();
             let n = conn
@@ -458,16 +499,24 @@ impl SessionStore for SqliteStore {
         now: OffsetDateTime,
         idle_cutoff: OffsetDateTime,
         batch: u32,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<Vec<(Uuid, UserId)>, StoreError> {
         self.write(move |conn| {
-            let n = conn
-                .execute(
+            let mut st = conn
+                .prepare_cached(
                     "DELETE FROM sessions WHERE id IN (
-                         SELECT id FROM sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2 LIMIT ?3)",
-                    params![to_ms(now), to_ms(idle_cutoff), batch],
+                         SELECT id FROM sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2 LIMIT ?3)
+                     RETURNING id, user_id",
                 )
                 .map_err(map_err)?;
-            Ok(n as u64)
+            let rows = st
+                .query_map(params![to_ms(now), to_ms(idle_cutoff), batch], |r| {
+                    Ok((
+                        parse_uuid(&r.get::<_, String>(0)?)?,
+                        UserId(parse_uuid(&r.get::<_, String>(1)?)?),
+                    ))
+                })
+                .map_err(map_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(map_err)
         })
         .await
     }
@@ -500,7 +549,11 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn list_events(&self, user: Option<UserId>, limit: u32) -> Result<Vec<Event>, StoreError> {
+    async fn list_events(
+        &self,
+        user: Option<UserId>,
+        limit: u32,
+    ) -> Result<Vec<Event>, StoreError> {
         self.read(move |conn| {
             let mut st = conn
                 .prepare_cached(
@@ -534,10 +587,8 @@ impl EventStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| {
-            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)
-        })
-        .await
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
+            .await
     }
 
     fn backend(&self) -> &'static str {

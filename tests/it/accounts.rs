@@ -26,14 +26,23 @@ async fn registration_creates_a_user_with_exactly_the_contract_fields(b: Backend
     let user = &r.json()["user"];
     let mut keys: Vec<_> = user.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["created_at", "email", "email_verified", "id", "mfa_enabled"]);
-    assert_eq!(user["email"], "Ada.Lovelace@Example.com", "trimmed, case kept");
+    assert_eq!(
+        keys,
+        ["created_at", "email", "email_verified", "id", "mfa_enabled"]
+    );
+    assert_eq!(
+        user["email"], "Ada.Lovelace@Example.com",
+        "trimmed, case kept"
+    );
     assert_eq!(user["email_verified"], false);
     assert_eq!(user["mfa_enabled"], false);
     assert!(uuid::Uuid::parse_str(user["id"].as_str().unwrap()).is_ok());
     let created = user["created_at"].as_str().unwrap();
     assert!(created.ends_with('Z'), "UTC RFC 3339: {created}");
-    assert!(time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).is_ok());
+    assert!(
+        time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339)
+            .is_ok()
+    );
     assert!(!r.text.contains("argon2"), "no hash in responses");
     assert_eq!(app.event_kinds().await, ["user_registered"]);
 }
@@ -43,7 +52,9 @@ async fn registration_refuses_taken_emails_case_insensitively(b: Backend) {
     let app = spawn_app(b).await;
     assert_eq!(app.register("bob@example.com", PASSWORD).await.status, 201);
     for again in ["bob@example.com", "BOB@Example.COM", " bob@example.com "] {
-        app.register(again, PASSWORD).await.assert_error(409, "conflict");
+        app.register(again, PASSWORD)
+            .await
+            .assert_error(409, "conflict");
     }
 }
 
@@ -58,20 +69,40 @@ async fn registration_validates_email_and_password(b: Backend) {
         "a%40example.com",
         &format!("{}@example.com", "a".repeat(250)),
     ] {
-        let msg = app.register(bad, PASSWORD).await.assert_error(400, "invalid_request");
+        let msg = app
+            .register(bad, PASSWORD)
+            .await
+            .assert_error(400, "invalid_request");
         assert!(msg.contains("email"), "message names the field: {msg}");
     }
-    let msg = app.register(&email("short"), &"a1 b".repeat(3)).await.assert_error(400, "weak_password");
+    let msg = app
+        .register(&email("short"), &"a1 b".repeat(3))
+        .await
+        .assert_error(400, "weak_password");
     assert!(msg.contains("at least 15"), "{msg}");
-    app.register(&email("seven"), "abcdefg").await.assert_error(400, "weak_password");
-    app.register(&email("long"), &"x".repeat(1025)).await.assert_error(400, "weak_password");
+    app.register(&email("seven"), "abcdefg")
+        .await
+        .assert_error(400, "weak_password");
+    app.register(&email("long"), &"x".repeat(1025))
+        .await
+        .assert_error(400, "weak_password");
     // 14 characters refused, 15 and 64 and 256 accepted; emoji count once.
-    app.register(&email("p14"), "abcdefghijklmn").await.assert_error(400, "weak_password");
-    for ok in ["abcdefghijklmno", &"q".repeat(64), &"z".repeat(256), &"🦀".repeat(15)] {
+    app.register(&email("p14"), "abcdefghijklmn")
+        .await
+        .assert_error(400, "weak_password");
+    for ok in [
+        "abcdefghijklmno",
+        &"q".repeat(64),
+        &"z".repeat(256),
+        &"🦀".repeat(15),
+    ] {
         assert_eq!(app.register(&email("ok"), ok).await.status, 201);
     }
     let taken_before = app.event_kinds().await.len();
-    assert_eq!(taken_before, 4, "only the four accepted registrations were recorded");
+    assert_eq!(
+        taken_before, 4,
+        "only the four accepted registrations were recorded"
+    );
 }
 
 // covers: ASVS-15.3.3, ASVS-1.5.2, ASVS-15.3.5, ASVS-6.4.2, ASVS-3.5.2
@@ -84,7 +115,10 @@ async fn registration_refuses_mass_assignment_and_bad_json(b: Backend) {
         json!({"email": e, "password": PASSWORD, "id": "00000000-0000-0000-0000-000000000000"}),
         json!({"email": e, "password": PASSWORD, "password_hint": "my cat"}),
     ] {
-        let msg = app.post("/v1/registration", extra).await.assert_error(400, "invalid_request");
+        let msg = app
+            .post("/v1/registration", extra)
+            .await
+            .assert_error(400, "invalid_request");
         assert!(msg.contains("unknown field"), "{msg}");
     }
     for wrong_type in [
@@ -94,35 +128,64 @@ async fn registration_refuses_mass_assignment_and_bad_json(b: Backend) {
         json!({"email": e}),
         json!([]),
     ] {
-        app.post("/v1/registration", wrong_type).await.assert_error(400, "invalid_request");
+        app.post("/v1/registration", wrong_type)
+            .await
+            .assert_error(400, "invalid_request");
     }
     let raw = |body: &'static str, ct: &'static str| {
         let app = &app;
         async move {
-            app.send_raw(Method::POST, "/v1/registration", body.as_bytes().to_vec(), ct).await
+            app.send_raw(
+                Method::POST,
+                "/v1/registration",
+                body.as_bytes().to_vec(),
+                ct,
+            )
+            .await
         }
     };
-    raw("{\"email\": ", "application/json").await.assert_error(400, "invalid_request");
+    raw("{\"email\": ", "application/json")
+        .await
+        .assert_error(400, "invalid_request");
     raw(
         "{\"email\":\"a@example.com\",\"email\":\"b@example.com\",\"password\":\"correct horse battery\"}",
         "application/json",
     )
     .await
     .assert_error(400, "invalid_request");
-    raw("{\"email\":\"a@example.com\",\"password\":\"correct horse battery\"}", "text/plain")
-        .await
-        .assert_error(415, "unsupported_media_type");
-    raw("email=a@example.com&password=x", "application/x-www-form-urlencoded")
-        .await
-        .assert_error(415, "unsupported_media_type");
+    raw(
+        "{\"email\":\"a@example.com\",\"password\":\"correct horse battery\"}",
+        "text/plain",
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
+    raw(
+        "email=a@example.com&password=x",
+        "application/x-www-form-urlencoded",
+    )
+    .await
+    .assert_error(415, "unsupported_media_type");
     let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-    app.send_raw(Method::POST, "/v1/registration", deep.into_bytes(), "application/json")
-        .await
-        .assert_error(400, "invalid_request");
-    let big = format!("{{\"email\":\"{}\",\"password\":\"x\"}}", "a".repeat(100 * 1024));
-    app.send_raw(Method::POST, "/v1/registration", big.into_bytes(), "application/json")
-        .await
-        .assert_error(413, "payload_too_large");
+    app.send_raw(
+        Method::POST,
+        "/v1/registration",
+        deep.into_bytes(),
+        "application/json",
+    )
+    .await
+    .assert_error(400, "invalid_request");
+    let big = format!(
+        "{{\"email\":\"{}\",\"password\":\"x\"}}",
+        "a".repeat(100 * 1024)
+    );
+    app.send_raw(
+        Method::POST,
+        "/v1/registration",
+        big.into_bytes(),
+        "application/json",
+    )
+    .await
+    .assert_error(413, "payload_too_large");
     assert!(app.event_kinds().await.is_empty(), "nothing was stored");
 }
 
@@ -136,11 +199,24 @@ async fn login_issues_a_session_token_and_cookie(b: Backend) {
     let body = r.json();
     let token = body["session_token"].as_str().unwrap();
     assert!(token.starts_with("cst_") && token.len() == 47, "{token}");
-    assert!(token[4..].bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    assert!(
+        token[4..]
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    );
     let session = &body["session"];
     for field in [
-        "id", "aal", "mfa_pending", "created_at", "authenticated_at", "last_seen_at",
-        "idle_expires_at", "expires_at", "user_agent", "ip", "current",
+        "id",
+        "aal",
+        "mfa_pending",
+        "created_at",
+        "authenticated_at",
+        "last_seen_at",
+        "idle_expires_at",
+        "expires_at",
+        "user_agent",
+        "ip",
+        "current",
     ] {
         assert!(session.get(field).is_some(), "session.{field} missing");
     }
@@ -153,18 +229,36 @@ async fn login_issues_a_session_token_and_cookie(b: Backend) {
     let cookies = r.set_cookies();
     assert_eq!(cookies.len(), 1, "{cookies:?}");
     let c = &cookies[0];
-    assert!(c.starts_with(&format!("__Host-castellan_session={token};")), "{c}");
-    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax", "Max-Age=43200"] {
+    assert!(
+        c.starts_with(&format!("__Host-castellan_session={token};")),
+        "{c}"
+    );
+    for attr in [
+        "Path=/",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+        "Max-Age=43200",
+    ] {
         assert!(c.split("; ").any(|a| a == attr), "{attr} missing in {c}");
     }
     assert!(!c.contains("Domain"), "{c}");
     // A second login gives a different token.
-    let again = app.login(&e, PASSWORD).await.json()["session_token"].as_str().unwrap().to_string();
+    let again = app.login(&e, PASSWORD).await.json()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(again, token);
     let kinds = app.event_kinds().await;
     assert_eq!(
         kinds,
-        ["user_registered", "session_created", "login_succeeded", "session_created", "login_succeeded"]
+        [
+            "user_registered",
+            "session_created",
+            "login_succeeded",
+            "session_created",
+            "login_succeeded"
+        ]
     );
 }
 
@@ -184,19 +278,29 @@ async fn login_failures_look_the_same_for_unknown_and_wrong(b: Backend) {
     };
     assert_eq!(strip(&wrong), strip(&unknown));
     let names = |r: &crate::helpers::Reply| {
-        let mut n: Vec<String> = r.headers.keys().map(|k| k.to_string()).filter(|k| k != "date").collect();
+        let mut n: Vec<String> = r
+            .headers
+            .keys()
+            .map(|k| k.to_string())
+            .filter(|k| k != "date")
+            .collect();
         n.sort();
         n
     };
     assert_eq!(names(&wrong), names(&unknown));
     assert!(wrong.set_cookies().is_empty());
     for default_account in ["admin@example.com", "root@example.com"] {
-        app.login(default_account, "admin").await.assert_error(401, "invalid_credentials");
+        app.login(default_account, "admin")
+            .await
+            .assert_error(401, "invalid_credentials");
     }
     let events = app.auth.store.list_events(None, 10).await.unwrap();
     let failed: Vec<_> = events.iter().filter(|e| e.kind == "login_failed").collect();
     assert_eq!(failed.len(), 4);
-    let reasons: Vec<_> = failed.iter().map(|e| e.detail["reason"].as_str().unwrap().to_string()).collect();
+    let reasons: Vec<_> = failed
+        .iter()
+        .map(|e| e.detail["reason"].as_str().unwrap().to_string())
+        .collect();
     assert!(reasons.contains(&"wrong_password".to_string()));
     assert!(reasons.contains(&"unknown_user".to_string()));
 }
@@ -205,10 +309,19 @@ async fn login_failures_look_the_same_for_unknown_and_wrong(b: Backend) {
 async fn login_verifies_the_whole_password_exactly(b: Backend) {
     let app = spawn_app(b).await;
     let e = email("exact");
-    let long: String = (0..100).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let long: String = (0..100)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     assert_eq!(app.register(&e, &long).await.status, 201);
-    for variant in [long[..72].to_string(), long.to_uppercase(), format!("{long} "), long[..99].to_string()] {
-        app.login(&e, &variant).await.assert_error(401, "invalid_credentials");
+    for variant in [
+        long[..72].to_string(),
+        long.to_uppercase(),
+        format!("{long} "),
+        long[..99].to_string(),
+    ] {
+        app.login(&e, &variant)
+            .await
+            .assert_error(401, "invalid_credentials");
     }
     assert_eq!(app.login(&e, &long).await.status, 200);
     // One documented normalisation (NFC): composed and decomposed forms match.
@@ -220,28 +333,58 @@ async fn login_verifies_the_whole_password_exactly(b: Backend) {
 // covers: ASVS-11.2.2, ASVS-11.4.2, N63B-10
 async fn stored_hash_is_upgraded_at_next_login(b: Backend) {
     let mut env = TestEnv::new(b).await;
-    env.set("CASTELLAN_ARGON2_MEMORY_KIB", "8192").set("CASTELLAN_ARGON2_ITERATIONS", "1");
+    env.set("CASTELLAN_ARGON2_MEMORY_KIB", "8192")
+        .set("CASTELLAN_ARGON2_ITERATIONS", "1");
     let app = env.spawn().await;
     let e = email("rehash");
     app.register(&e, PASSWORD).await;
     let key = e.to_lowercase();
-    let before = app.auth.store.find_credentials(&key).await.unwrap().unwrap().password_hash;
-    assert!(before.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"), "{before}");
+    let before = app
+        .auth
+        .store
+        .find_credentials(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(
+        before.starts_with("$argon2id$v=19$m=8192,t=1,p=1$"),
+        "{before}"
+    );
     app.shutdown().await;
-    let mut env2 = TestEnv { vars: env.vars.clone(), dir: env.dir.clone(), backend: b };
+    let mut env2 = TestEnv {
+        vars: env.vars.clone(),
+        dir: env.dir.clone(),
+        backend: b,
+    };
     env2.vars.remove("CASTELLAN_ARGON2_MEMORY_KIB");
     env2.vars.remove("CASTELLAN_ARGON2_ITERATIONS");
     let app = env2.spawn().await;
     assert_eq!(app.login(&e, PASSWORD).await.status, 200);
-    let after = app.auth.store.find_credentials(&key).await.unwrap().unwrap().password_hash;
-    assert!(after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{after}");
-    assert_eq!(app.login(&e, PASSWORD).await.status, 200, "the new hash verifies");
+    let after = app
+        .auth
+        .store
+        .find_credentials(&key)
+        .await
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    assert!(
+        after.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{after}"
+    );
+    assert_eq!(
+        app.login(&e, PASSWORD).await.status,
+        200,
+        "the new hash verifies"
+    );
 }
 
 // covers: ASVS-15.2.2, ASVS-15.1.3
 async fn saturated_hashing_answers_503_and_session_checks_go_on(b: Backend) {
     let mut env = TestEnv::new(b).await;
-    env.set("CASTELLAN_HASH_THREADS", "1").set("CASTELLAN_HASH_QUEUE", "1");
+    env.set("CASTELLAN_HASH_THREADS", "1")
+        .set("CASTELLAN_HASH_QUEUE", "1");
     let app = env.spawn().await;
     let e = email("flood");
     let token = app.user_with_session(&e).await;
@@ -250,7 +393,9 @@ async fn saturated_hashing_answers_503_and_session_checks_go_on(b: Backend) {
         let client = app.client.clone();
         let url = format!("{}/v1/login", app.base);
         let body = json!({"email": e, "password": "wrong password, over and over"});
-        logins.push(tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap() }));
+        logins.push(tokio::spawn(async move {
+            client.post(url).json(&body).send().await.unwrap()
+        }));
     }
     // Session checks keep answering while the hasher is saturated.
     for _ in 0..5 {
@@ -270,6 +415,14 @@ async fn saturated_hashing_answers_503_and_session_checks_go_on(b: Backend) {
             other => panic!("unexpected status {other}"),
         }
     }
-    assert!(unavailable > 0, "with one thread and a queue of one, 24 parallel logins must overflow");
-    assert!(app.event_kinds().await.iter().any(|k| k == "hashing_saturated"));
+    assert!(
+        unavailable > 0,
+        "with one thread and a queue of one, 24 parallel logins must overflow"
+    );
+    assert!(
+        app.event_kinds()
+            .await
+            .iter()
+            .any(|k| k == "hashing_saturated")
+    );
 }

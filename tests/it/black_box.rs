@@ -24,7 +24,11 @@ fn castellan(dir: &Path) -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -63,10 +67,17 @@ fn help_and_version_work_for_every_command() {
     let out = run(castellan(dir.path()).arg("--version"));
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("castellan "));
-    for args in [&["--help"][..], &["serve", "--help"], &["migrate", "--help"]] {
+    for args in [
+        &["--help"][..],
+        &["serve", "--help"],
+        &["migrate", "--help"],
+    ] {
         let out = run(castellan(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
     }
     let out = run(castellan(dir.path()).arg("frobnicate"));
     assert!(!out.status.success());
@@ -83,8 +94,14 @@ fn bad_configuration_exits_with_one_clear_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
-    assert!(err.contains("CASTELLAN_SESSION_LIFETIME") && err.contains("CASTELLAN_PASSWORD_MIN_LENGTH"), "{err}");
-    assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+    assert!(
+        err.contains("CASTELLAN_SESSION_LIFETIME") && err.contains("CASTELLAN_PASSWORD_MIN_LENGTH"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
     let out = run(castellan(dir.path()).args(["--config", "missing.toml", "serve"]));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.toml"));
@@ -111,8 +128,14 @@ async fn serve_runs_with_no_setup_and_stops_gracefully_on_sigterm() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    assert!(dir.path().join("data/castellan.db").exists(), "SQLite in ./data by default");
-    assert!(dir.path().join("data/secret.key").exists(), "dev key generated in ./data");
+    assert!(
+        dir.path().join("data/castellan.db").exists(),
+        "SQLite in ./data by default"
+    );
+    assert!(
+        dir.path().join("data/secret.key").exists(),
+        "dev key generated in ./data"
+    );
     let status = terminate(&mut child);
     assert!(status.success(), "SIGTERM ends with exit 0: {status}");
 }
@@ -147,16 +170,27 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let r = client.post(format!("{base}/v1/login")).json(&json!({"email": who, "password": wrong})).send().await.unwrap();
+    let r = client
+        .post(format!("{base}/v1/login"))
+        .json(&json!({"email": who, "password": wrong}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     let r = client
         .post(format!("{base}/v1/login"))
-        .header("user-agent", forged_ua.replace('\n', " ").replace('\u{1b}', "^"))
+        .header(
+            "user-agent",
+            forged_ua.replace('\n', " ").replace('\u{1b}', "^"),
+        )
         .json(&json!({"email": who, "password": PASSWORD}))
         .send()
         .await
         .unwrap();
-    let token = r.json::<Value>().await.unwrap()["session_token"].as_str().unwrap().to_string();
+    let token = r.json::<Value>().await.unwrap()["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let session: Value = client
         .get(format!("{base}/v1/session"))
         .bearer_auth(&token)
@@ -178,19 +212,33 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
     assert!(terminate(&mut child).success());
     let text = std::fs::read_to_string(&log_path).unwrap();
     assert!(text.contains("request finished"), "the log was captured");
-    for secret in [PASSWORD, wrong, token.as_str(), &token[4..], csrf.as_str(), TEST_SECRET_KEY] {
+    for secret in [
+        PASSWORD,
+        wrong,
+        token.as_str(),
+        &token[4..],
+        csrf.as_str(),
+        TEST_SECRET_KEY,
+    ] {
         assert!(!text.contains(secret), "a secret reached the log: {secret}");
     }
-    assert!(!text.contains(&who), "emails are personal data and stay out of logs");
+    assert!(
+        !text.contains(&who),
+        "emails are personal data and stay out of logs"
+    );
     for line in text.lines() {
-        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let v: Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
         let ts = v["timestamp"].as_str().unwrap();
         assert!(ts.ends_with('Z'), "UTC timestamps: {ts}");
         for key in ["level", "target"] {
             assert!(v.get(key).is_some(), "{key} missing: {line}");
         }
         if v["message"] == "request finished" {
-            assert!(v["span"]["request_id"].is_string(), "request id on every request line: {line}");
+            assert!(
+                v["span"]["request_id"].is_string(),
+                "request id on every request line: {line}"
+            );
         }
     }
 }
@@ -214,7 +262,11 @@ async fn two_migrate_processes_at_once_both_succeed() {
         let (a, b) = (spawn(), spawn());
         for child in [a, b] {
             let out = child.wait_with_output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
 }

@@ -5,17 +5,28 @@ use castellan::config::SETTINGS;
 // covers: ASVS-2.1.3
 #[test]
 fn every_setting_is_documented_with_its_default() {
-    let doc = std::fs::read_to_string("docs/configuration.md").expect("docs/configuration.md exists");
+    let doc =
+        std::fs::read_to_string("docs/configuration.md").expect("docs/configuration.md exists");
     for setting in SETTINGS {
         let env = setting.env_name();
         let row = doc
             .lines()
             .find(|l| l.starts_with('|') && l.contains(&format!("`{env}`")))
-            .unwrap_or_else(|| panic!("{env} is not in the settings table of docs/configuration.md"));
+            .unwrap_or_else(|| {
+                panic!("{env} is not in the settings table of docs/configuration.md")
+            });
         if !setting.default.is_empty() {
-            assert!(row.contains(&format!("`{}`", setting.default)), "{env}: default `{}` not in: {row}", setting.default);
+            assert!(
+                row.contains(&format!("`{}`", setting.default)),
+                "{env}: default `{}` not in: {row}",
+                setting.default
+            );
         }
-        assert!(row.contains(&format!("`{}`", setting.key)), "{env}: TOML key `{}` not in: {row}", setting.key);
+        assert!(
+            row.contains(&format!("`{}`", setting.key)),
+            "{env}: TOML key `{}` not in: {row}",
+            setting.key
+        );
     }
 }
 
@@ -24,7 +35,11 @@ fn every_setting_is_documented_with_its_default() {
 fn every_security_event_kind_is_documented() {
     let doc = std::fs::read_to_string("docs/logging.md").expect("docs/logging.md exists");
     for kind in castellan::audit::EventKind::ALL {
-        assert!(doc.contains(&format!("`{}`", kind.as_str())), "{} missing from docs/logging.md", kind.as_str());
+        assert!(
+            doc.contains(&format!("`{}`", kind.as_str())),
+            "{} missing from docs/logging.md",
+            kind.as_str()
+        );
     }
 }
 
@@ -41,7 +56,10 @@ fn unsafe_code_is_forbidden() {
 #[test]
 fn release_builds_keep_overflow_checks() {
     let manifest = std::fs::read_to_string("Cargo.toml").unwrap();
-    let release = manifest.split("[profile.release]").nth(1).expect("a release profile");
+    let release = manifest
+        .split("[profile.release]")
+        .nth(1)
+        .expect("a release profile");
     let release = release.split("\n[").next().unwrap();
     assert!(release.contains("overflow-checks = true"));
 }

@@ -55,7 +55,9 @@ pub fn pg_admin_url() -> String {
 pub async fn fresh_pg_database() -> String {
     let admin = pg_admin_url();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect to the test cluster");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test cluster");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -83,8 +85,14 @@ impl TestEnv {
             vars.insert(k.to_string(), v);
         };
         set("CASTELLAN_LISTEN", "127.0.0.1:0".into());
-        set("CASTELLAN_DATA_DIR", dir.path().join("data").display().to_string());
-        set("CASTELLAN_MAIL_DIR", dir.path().join("mail").display().to_string());
+        set(
+            "CASTELLAN_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        );
+        set(
+            "CASTELLAN_MAIL_DIR",
+            dir.path().join("mail").display().to_string(),
+        );
         set("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.into());
         set("CASTELLAN_SHUTDOWN_TIMEOUT", "1s".into());
         match backend {
@@ -131,7 +139,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text))
     }
 
     /// Asserts the contract's error shape and code and returns the message.
@@ -142,12 +151,25 @@ impl Reply {
         let request_id = body["error"]["request_id"].as_str().expect("request_id");
         assert_eq!(
             Some(request_id),
-            self.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            self.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
             "error body and header carry the same request id"
         );
-        assert_eq!(body.as_object().map(|o| o.len()), Some(1), "only `error` at the top");
-        assert_eq!(body["error"].as_object().map(|o| o.len()), Some(3), "code, message, request_id");
-        body["error"]["message"].as_str().unwrap_or_default().to_string()
+        assert_eq!(
+            body.as_object().map(|o| o.len()),
+            Some(1),
+            "only `error` at the top"
+        );
+        assert_eq!(
+            body["error"].as_object().map(|o| o.len()),
+            Some(3),
+            "code, message, request_id"
+        );
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -188,8 +210,16 @@ impl TestApp {
     }
 
     /// Sends a request; `headers` are extra (name, value) pairs.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Reply {
-        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -205,7 +235,13 @@ impl TestApp {
     }
 
     /// Sends raw bytes with the given content type.
-    pub async fn send_raw(&self, method: Method, path: &str, body: Vec<u8>, content_type: &str) -> Reply {
+    pub async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Reply {
         let res = self
             .client
             .request(method, format!("{}{}", self.base, path))
@@ -230,20 +266,33 @@ impl TestApp {
 
     pub async fn get_bearer(&self, path: &str, token: &str) -> Reply {
         let auth = format!("Bearer {token}");
-        self.send(Method::GET, path, None, &[("authorization", &auth)]).await
+        self.send(Method::GET, path, None, &[("authorization", &auth)])
+            .await
     }
 
-    pub async fn send_bearer(&self, method: Method, path: &str, token: &str, body: Option<Value>) -> Reply {
+    pub async fn send_bearer(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Reply {
         let auth = format!("Bearer {token}");
-        self.send(method, path, body, &[("authorization", &auth)]).await
+        self.send(method, path, body, &[("authorization", &auth)])
+            .await
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Reply {
-        self.post("/v1/registration", json!({"email": email, "password": password})).await
+        self.post(
+            "/v1/registration",
+            json!({"email": email, "password": password}),
+        )
+        .await
     }
 
     pub async fn login(&self, email: &str, password: &str) -> Reply {
-        self.post("/v1/login", json!({"email": email, "password": password})).await
+        self.post("/v1/login", json!({"email": email, "password": password}))
+            .await
     }
 
     /// Registers a user and logs in; returns the session token.
@@ -256,12 +305,20 @@ impl TestApp {
     pub async fn token_for(&self, email: &str, password: &str) -> String {
         let r = self.login(email, password).await;
         assert_eq!(r.status, 200, "{}", r.text);
-        r.json()["session_token"].as_str().expect("token").to_string()
+        r.json()["session_token"]
+            .as_str()
+            .expect("token")
+            .to_string()
     }
 
     /// The kinds of the recorded security events, oldest first.
     pub async fn event_kinds(&self) -> Vec<String> {
-        let mut events = self.auth.store.list_events(None, 1000).await.expect("events");
+        let mut events = self
+            .auth
+            .store
+            .list_events(None, 1000)
+            .await
+            .expect("events");
         events.reverse();
         events.into_iter().map(|e| e.kind).collect()
     }
@@ -273,5 +330,8 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// A unique email for a test.
 pub fn email(tag: &str) -> String {
-    format!("{tag}-{}@example.com", &uuid::Uuid::new_v4().simple().to_string()[..8])
+    format!(
+        "{tag}-{}@example.com",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }

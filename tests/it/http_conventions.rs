@@ -19,20 +19,54 @@ on_both_backends!(
 async fn sample_responses(app: &TestApp) -> Vec<(String, crate::helpers::Reply)> {
     let token = app.user_with_session(&email("hdr")).await;
     let mut out = Vec::new();
-    out.push(("live".into(), app.send(Method::GET, "/health/live", None, &[]).await));
-    out.push(("ready".into(), app.send(Method::GET, "/health/ready", None, &[]).await));
-    out.push(("openapi".into(), app.send(Method::GET, "/openapi.json", None, &[]).await));
-    out.push(("session".into(), app.get_bearer("/v1/session", &token).await));
-    out.push(("401".into(), app.send(Method::GET, "/v1/session", None, &[]).await));
-    out.push(("404".into(), app.send(Method::GET, "/nope", None, &[]).await));
-    out.push(("405".into(), app.send(Method::DELETE, "/v1/login", None, &[]).await));
-    out.push(("400".into(), app.post("/v1/login", serde_json::json!({})).await));
-    out.push(("204".into(), app.send_bearer(Method::POST, "/v1/logout", &token, None).await));
+    out.push((
+        "live".into(),
+        app.send(Method::GET, "/health/live", None, &[]).await,
+    ));
+    out.push((
+        "ready".into(),
+        app.send(Method::GET, "/health/ready", None, &[]).await,
+    ));
+    out.push((
+        "openapi".into(),
+        app.send(Method::GET, "/openapi.json", None, &[]).await,
+    ));
+    out.push((
+        "session".into(),
+        app.get_bearer("/v1/session", &token).await,
+    ));
+    out.push((
+        "401".into(),
+        app.send(Method::GET, "/v1/session", None, &[]).await,
+    ));
+    out.push((
+        "404".into(),
+        app.send(Method::GET, "/nope", None, &[]).await,
+    ));
+    out.push((
+        "405".into(),
+        app.send(Method::DELETE, "/v1/login", None, &[]).await,
+    ));
+    out.push((
+        "400".into(),
+        app.post("/v1/login", serde_json::json!({})).await,
+    ));
+    out.push((
+        "204".into(),
+        app.send_bearer(Method::POST, "/v1/logout", &token, None)
+            .await,
+    ));
     // Last: the server answers 413 without reading the body and may close
     // the connection, which a pooled client would otherwise reuse.
     out.push((
         "413".into(),
-        app.send_raw(Method::POST, "/v1/login", vec![b' '; 70 * 1024], "application/json").await,
+        app.send_raw(
+            Method::POST,
+            "/v1/login",
+            vec![b' '; 70 * 1024],
+            "application/json",
+        )
+        .await,
     ));
     out
 }
@@ -41,11 +75,23 @@ async fn sample_responses(app: &TestApp) -> Vec<(String, crate::helpers::Reply)>
 async fn every_response_has_a_request_id_and_security_headers(b: Backend) {
     let app = spawn_app(b).await;
     for (what, r) in sample_responses(&app).await {
-        let id = r.header("x-request-id").unwrap_or_else(|| panic!("{what}: no request id"));
-        assert!(uuid::Uuid::parse_str(id).is_ok(), "{what}: generated ids are UUIDs");
-        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{what}");
+        let id = r
+            .header("x-request-id")
+            .unwrap_or_else(|| panic!("{what}: no request id"));
+        assert!(
+            uuid::Uuid::parse_str(id).is_ok(),
+            "{what}: generated ids are UUIDs"
+        );
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}"
+        );
         let csp = r.header("content-security-policy").unwrap_or_default();
-        assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"), "{what}: {csp}");
+        assert!(
+            csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+            "{what}: {csp}"
+        );
         assert!(csp.contains("sandbox"), "{what}: {csp}");
         assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{what}");
         assert_eq!(r.header("cache-control"), Some("no-store"), "{what}");
@@ -54,10 +100,15 @@ async fn every_response_has_a_request_id_and_security_headers(b: Backend) {
             assert!(r.text.is_empty(), "{what}: 204 has no body");
         } else {
             assert_eq!(r.header("content-type"), Some("application/json"), "{what}");
-            serde_json::from_str::<Value>(&r.text).unwrap_or_else(|_| panic!("{what}: body is JSON"));
+            serde_json::from_str::<Value>(&r.text)
+                .unwrap_or_else(|_| panic!("{what}: body is JSON"));
         }
         if r.status.as_u16() >= 400 {
-            assert!(!r.text.contains("sqlx") && !r.text.contains("SELECT") && !r.text.contains("panicked"));
+            assert!(
+                !r.text.contains("sqlx")
+                    && !r.text.contains("SELECT")
+                    && !r.text.contains("panicked")
+            );
         }
     }
 }
@@ -65,11 +116,20 @@ async fn every_response_has_a_request_id_and_security_headers(b: Backend) {
 // covers: ASVS-1.2.1, ASVS-1.3.3
 async fn request_ids_are_echoed_only_when_sane(b: Backend) {
     let app = spawn_app(b).await;
-    let r = app.send(Method::GET, "/health/live", None, &[("x-request-id", "trace-abc_123")]).await;
+    let r = app
+        .send(
+            Method::GET,
+            "/health/live",
+            None,
+            &[("x-request-id", "trace-abc_123")],
+        )
+        .await;
     assert_eq!(r.header("x-request-id"), Some("trace-abc_123"));
     let long = "a".repeat(1024);
     for bad in [long.as_str(), "a b", "<x>", "a\tb"] {
-        let r = app.send(Method::GET, "/nope", None, &[("x-request-id", bad)]).await;
+        let r = app
+            .send(Method::GET, "/nope", None, &[("x-request-id", bad)])
+            .await;
         let id = r.header("x-request-id").unwrap();
         assert_ne!(id, bad);
         assert!(uuid::Uuid::parse_str(id).is_ok());
@@ -91,15 +151,33 @@ async fn unsupported_methods_and_unknown_paths_get_contract_errors(b: Backend) {
         (Method::TRACE, "/v1/session"),
         (Method::DELETE, "/openapi.json"),
     ] {
-        let r = app.send(method.clone(), path, None, &[("x-echo-me", "secret-header")]).await;
+        let r = app
+            .send(
+                method.clone(),
+                path,
+                None,
+                &[("x-echo-me", "secret-header")],
+            )
+            .await;
         assert_eq!(r.status, 405, "{method} {path}");
         if method != Method::HEAD {
             r.assert_error(405, "method_not_allowed");
             assert!(!r.text.contains("secret-header"), "TRACE echoes nothing");
         }
     }
-    for path in ["/", "/.git/HEAD", "/.git/config", "/.svn/entries", "/metrics", "/admin/v1/users", "/static/", "/debug"] {
-        app.send(Method::GET, path, None, &[]).await.assert_error(404, "not_found");
+    for path in [
+        "/",
+        "/.git/HEAD",
+        "/.git/config",
+        "/.svn/entries",
+        "/metrics",
+        "/admin/v1/users",
+        "/static/",
+        "/debug",
+    ] {
+        app.send(Method::GET, path, None, &[])
+            .await
+            .assert_error(404, "not_found");
     }
 }
 
@@ -107,9 +185,14 @@ async fn unsupported_methods_and_unknown_paths_get_contract_errors(b: Backend) {
 async fn oversized_bodies_are_refused_on_every_route(b: Backend) {
     let app = spawn_app(b).await;
     for path in ["/v1/registration", "/v1/login", "/v1/logout"] {
-        app.send_raw(Method::POST, path, vec![b'{'; 100 * 1024], "application/json")
-            .await
-            .assert_error(413, "payload_too_large");
+        app.send_raw(
+            Method::POST,
+            path,
+            vec![b'{'; 100 * 1024],
+            "application/json",
+        )
+        .await
+        .assert_error(413, "payload_too_large");
     }
 }
 
@@ -121,7 +204,11 @@ async fn health_and_readiness_answer(b: Backend) {
     let ready = app.send(Method::GET, "/health/ready", None, &[]).await;
     assert_eq!(ready.status, 200);
     for r in [live, ready] {
-        assert_eq!(r.json(), serde_json::json!({"status": "ok"}), "no versions, hosts or DB details");
+        assert_eq!(
+            r.json(),
+            serde_json::json!({"status": "ok"}),
+            "no versions, hosts or DB details"
+        );
     }
 }
 
@@ -131,6 +218,10 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/login"),
     ("post", "/v1/logout"),
     ("get", "/v1/session"),
+    ("get", "/v1/sessions"),
+    ("delete", "/v1/sessions"),
+    ("delete", "/v1/sessions/{id}"),
+    ("post", "/v1/reauthenticate"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
 ];
@@ -144,10 +235,22 @@ async fn openapi_describes_every_route_and_constrains_every_input() {
     let doc = r.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     for (method, path) in CONTRACT_ROUTES {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} missing from openapi.json");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} missing from openapi.json"
+        );
     }
-    let described: usize = doc["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(described, CONTRACT_ROUTES.len(), "no undocumented or extra routes");
+    let described: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        described,
+        CONTRACT_ROUTES.len(),
+        "no undocumented or extra routes"
+    );
     // Every request property says what a valid value looks like.
     for (name, schema) in doc["components"]["schemas"].as_object().unwrap() {
         let used_as_body = r.text.contains(&format!("\"requestBody\":{{\"content\":{{\"application/json\":{{\"schema\":{{\"$ref\":\"#/components/schemas/{name}\""));
@@ -155,9 +258,16 @@ async fn openapi_describes_every_route_and_constrains_every_input() {
             continue;
         }
         for (prop, spec) in schema["properties"].as_object().unwrap() {
-            let constrained = ["maxLength", "pattern", "format", "enum", "minimum", "maximum"]
-                .iter()
-                .any(|k| spec.get(*k).is_some());
+            let constrained = [
+                "maxLength",
+                "pattern",
+                "format",
+                "enum",
+                "minimum",
+                "maximum",
+            ]
+            .iter()
+            .any(|k| spec.get(*k).is_some());
             assert!(constrained, "{name}.{prop} has no constraint: {spec}");
             assert!(!prop.contains("hint") && !prop.contains("question"));
         }

@@ -5,10 +5,14 @@
 //! `CASTELLAN_TEST_PG_URL`); each test gets its own fresh database.
 
 mod helpers;
+mod pg_cluster;
 
 mod accounts;
 mod black_box;
+mod db_faults;
 mod docs;
 mod http_conventions;
+mod pg_tls;
+mod session_security;
 mod sessions;
 mod store_contract;

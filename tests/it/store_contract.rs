@@ -30,7 +30,8 @@ async fn open(b: Backend) -> (Arc<dyn Store>, TestEnv) {
 fn now() -> OffsetDateTime {
     // Whole milliseconds, as both backends store at least that precision.
     let t = OffsetDateTime::now_utc();
-    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap()
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap()
 }
 
 async fn user(s: &dyn Store, mail: &str) -> UserId {
@@ -72,12 +73,28 @@ async fn users_are_unique_by_case_folded_email(b: Backend) {
         })
         .await;
     assert!(matches!(dup, Err(StoreError::Conflict)));
-    let found = s.find_credentials("carol@example.com").await.unwrap().unwrap();
+    let found = s
+        .find_credentials("carol@example.com")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(found.user.id, id);
     assert_eq!(found.user.email.as_str(), "Carol@Example.com");
-    assert!(s.find_credentials("nobody@example.com").await.unwrap().is_none());
+    assert!(
+        s.find_credentials("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
     s.set_password_hash(id, "new-hash").await.unwrap();
-    assert_eq!(s.find_credentials("carol@example.com").await.unwrap().unwrap().password_hash, "new-hash");
+    assert_eq!(
+        s.find_credentials("carol@example.com")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "new-hash"
+    );
     let at = now();
     s.record_login(id, at).await.unwrap();
     let u = s.get_user(id).await.unwrap().unwrap();
@@ -105,21 +122,60 @@ async fn sessions_round_trip_touch_list_and_delete(b: Backend) {
     // touch only writes when the stored value is older than the threshold
     let t1 = t0 + Duration::from_secs(30);
     s.touch_session(a.id, t1, t0).await.unwrap();
-    assert_eq!(s.find_session(&a.token_hash).await.unwrap().unwrap().0.last_seen_at, t0, "not older than t0");
+    assert_eq!(
+        s.find_session(&a.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .last_seen_at,
+        t0,
+        "not older than t0"
+    );
     s.touch_session(a.id, t1, t1).await.unwrap();
-    assert_eq!(s.find_session(&a.token_hash).await.unwrap().unwrap().0.last_seen_at, t1);
+    assert_eq!(
+        s.find_session(&a.token_hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .last_seen_at,
+        t1
+    );
     let listed = s.list_sessions(u).await.unwrap();
-    assert_eq!(listed.iter().map(|x| x.id).collect::<Vec<_>>(), [b2.id, a.id], "newest first");
+    assert_eq!(
+        listed.iter().map(|x| x.id).collect::<Vec<_>>(),
+        [b2.id, a.id],
+        "newest first"
+    );
     assert!(s.delete_session(a.id).await.unwrap());
     assert!(!s.delete_session(a.id).await.unwrap());
     let keep = session(u, t0, false);
     s.create_session(&keep, 20).await.unwrap();
     assert_eq!(s.delete_user_sessions(u, Some(keep.id)).await.unwrap(), 1);
     assert_eq!(s.list_sessions(u).await.unwrap().len(), 1);
-    assert_eq!(s.list_sessions(other).await.unwrap().len(), 1, "other users untouched");
+    assert_eq!(
+        s.list_sessions(other).await.unwrap().len(),
+        1,
+        "other users untouched"
+    );
     assert_eq!(s.delete_user_sessions(u, None).await.unwrap(), 1);
-    assert_eq!(s.delete_all_sessions().await.unwrap(), 1);
+    // Rotation replaces a session atomically, and only a live one.
+    let rotated = session(other, t0, false);
+    assert!(s.rotate_session(c.id, &rotated).await.unwrap());
     assert!(s.find_session(&c.token_hash).await.unwrap().is_none());
+    assert!(s.find_session(&rotated.token_hash).await.unwrap().is_some());
+    let never = session(other, t0, false);
+    assert!(
+        !s.rotate_session(c.id, &never).await.unwrap(),
+        "the old one is gone"
+    );
+    assert!(
+        s.find_session(&never.token_hash).await.unwrap().is_none(),
+        "nothing written"
+    );
+    assert_eq!(s.delete_all_sessions().await.unwrap(), 1);
+    assert!(s.find_session(&rotated.token_hash).await.unwrap().is_none());
 }
 
 // covers: ASVS-7.1.2
@@ -138,7 +194,13 @@ async fn the_session_cap_evicts_the_oldest_full_sessions_only(b: Backend) {
     assert!(s.create_session(&pending, 3).await.unwrap().is_empty());
     let newest = session(u, t0 + Duration::from_secs(20), false);
     assert_eq!(s.create_session(&newest, 3).await.unwrap(), [full[0]]);
-    let ids: Vec<_> = s.list_sessions(u).await.unwrap().into_iter().map(|x| x.id).collect();
+    let ids: Vec<_> = s
+        .list_sessions(u)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
     assert_eq!(ids.len(), 4);
     assert!(ids.contains(&pending.id) && !ids.contains(&full[0]));
 }
@@ -155,17 +217,42 @@ async fn purge_removes_expired_and_idle_sessions_only(b: Backend) {
         s.create_session(n, 20).await.unwrap();
     }
     let idle_cutoff = t0 - Duration::from_secs(300);
-    assert_eq!(s.purge_expired_sessions(t0, idle_cutoff, 1).await.unwrap(), 1, "batch size holds");
-    assert_eq!(s.purge_expired_sessions(t0, idle_cutoff, 100).await.unwrap(), 1);
-    assert_eq!(s.purge_expired_sessions(t0, idle_cutoff, 100).await.unwrap(), 0);
-    let left: Vec<_> = s.list_sessions(u).await.unwrap().into_iter().map(|x| x.id).collect();
+    let first = s.purge_expired_sessions(t0, idle_cutoff, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "batch size holds");
+    let second = s
+        .purge_expired_sessions(t0, idle_cutoff, 100)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    let mut purged = vec![first[0].0, second[0].0];
+    purged.sort();
+    let mut expected = vec![expired.id, idle.id];
+    expected.sort();
+    assert_eq!(purged, expected);
+    assert!(first.iter().chain(&second).all(|(_, owner)| *owner == u));
+    assert!(
+        s.purge_expired_sessions(t0, idle_cutoff, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let left: Vec<_> = s
+        .list_sessions(u)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
     assert_eq!(left, [fresh.id]);
 }
 
 async fn events_are_appended_and_listed_newest_first(b: Backend) {
     let (s, _env) = open(b).await;
     let u = UserId(Uuid::new_v4());
-    for (i, kind) in ["login_failed", "login_succeeded", "logout"].into_iter().enumerate() {
+    for (i, kind) in ["login_failed", "login_succeeded", "logout"]
+        .into_iter()
+        .enumerate()
+    {
         s.append_event(&NewEvent {
             id: Uuid::new_v4(),
             at: now(),
@@ -180,7 +267,10 @@ async fn events_are_appended_and_listed_newest_first(b: Backend) {
         .unwrap();
     }
     let all = s.list_events(None, 10).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(), ["logout", "login_succeeded", "login_failed"]);
+    assert_eq!(
+        all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["logout", "login_succeeded", "login_failed"]
+    );
     assert_eq!(all[0].detail, json!({"n": 2}));
     assert_eq!(all[0].request_id, "req-2");
     let mine = s.list_events(Some(u), 1).await.unwrap();
@@ -210,6 +300,9 @@ fn both_backends_have_the_same_migration_files() {
     };
     let sqlite = names("migrations/sqlite");
     assert_eq!(sqlite, names("migrations/postgres"));
-    let embedded: Vec<String> = castellan::store::sqlite::MIGRATIONS.iter().map(|(n, _)| n.to_string()).collect();
+    let embedded: Vec<String> = castellan::store::sqlite::MIGRATIONS
+        .iter()
+        .map(|(n, _)| n.to_string())
+        .collect();
     assert_eq!(sqlite, embedded, "every SQLite migration file is embedded");
 }

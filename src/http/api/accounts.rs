@@ -46,7 +46,13 @@ pub async fn register(
     let password = Password::new_with_policy(&body.password, &state.auth.password_policy())
         .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
     let user = state.auth.register(email, &password, &meta).await?;
-    Ok((StatusCode::CREATED, Json(UserEnvelope { user: UserView::from(&user) })).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(UserEnvelope {
+            user: UserView::from(&user),
+        }),
+    )
+        .into_response())
 }
 
 /// Logs in with email and password.
@@ -62,16 +68,23 @@ pub async fn login(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
-    let password = Password::for_verification(&body.password, state.auth.config.password_max_length)
-        .map_err(|e: PasswordError| ApiError::InvalidRequest(format!("password: {e}")))?;
+    let password =
+        Password::for_verification(&body.password, state.auth.config.password_max_length)
+            .map_err(|e: PasswordError| ApiError::InvalidRequest(format!("password: {e}")))?;
     let done = state.auth.login(&email, &password, &meta).await?;
     Ok(issued(&state, done.token, &done.session))
 }
 
 /// The response for every route that issues a token: JSON body plus cookie.
-pub fn issued(state: &AppState, token: crate::domain::SessionToken, session: &crate::domain::Session) -> Response {
+pub fn issued(
+    state: &AppState,
+    token: crate::domain::SessionToken,
+    session: &crate::domain::Session,
+) -> Response {
     let idle = state.auth.config.session.idle_timeout;
-    let max_age = (session.expires_at - session.created_at).whole_seconds().max(0);
+    let max_age = (session.expires_at - session.created_at)
+        .whole_seconds()
+        .max(0);
     let mut response = Json(SessionIssued {
         session_token: token.expose().to_string(),
         session: SessionView::new(session, idle, true),

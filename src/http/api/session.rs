@@ -18,7 +18,10 @@ use crate::http::views::{CurrentSession, ErrorEnvelope, SessionView, UserView};
     (status = 401, body = ErrorEnvelope),
     (status = 403, body = ErrorEnvelope, description = "mfa_required"),
 ), security(("bearer" = []), ("cookie" = [])))]
-pub async fn current(State(state): State<AppState>, auth: Authenticated<EnrolmentAllowed>) -> Json<CurrentSession> {
+pub async fn current(
+    State(state): State<AppState>,
+    auth: Authenticated<EnrolmentAllowed>,
+) -> Json<CurrentSession> {
     let idle = state.auth.config.session.idle_timeout;
     Json(CurrentSession {
         session: SessionView::new(&auth.session, idle, true),
@@ -41,4 +44,116 @@ pub async fn logout(
     let mut response = StatusCode::NO_CONTENT.into_response();
     clear_session_cookie(&mut response);
     Ok(response)
+}
+
+/// `GET /v1/sessions`
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SessionList {
+    pub sessions: Vec<SessionView>,
+}
+
+/// The caller's own live sessions; `current` marks this one.
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses(
+    (status = 200, body = SessionList),
+    (status = 401, body = ErrorEnvelope),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required"),
+), security(("bearer" = []), ("cookie" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    auth: Authenticated,
+) -> Result<Json<SessionList>, ApiError> {
+    let idle = state.auth.config.session.idle_timeout;
+    let sessions = state.auth.list_sessions(auth.user.id).await?;
+    Ok(Json(SessionList {
+        sessions: sessions
+            .iter()
+            .map(|s| SessionView::new(s, idle, s.id == auth.session.id))
+            .collect(),
+    }))
+}
+
+/// Ends one of the caller's sessions (another one needs the
+/// re-authentication window; another user's id is 404).
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = uuid::Uuid, Path, description = "session id", format = Uuid)),
+    responses(
+        (status = 204),
+        (status = 400, body = ErrorEnvelope, description = "invalid_request: not a UUID"),
+        (status = 401, body = ErrorEnvelope),
+        (status = 403, body = ErrorEnvelope, description = "reauthentication_required"),
+        (status = 404, body = ErrorEnvelope),
+    ), security(("bearer" = []), ("cookie" = [])))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    auth: Authenticated,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let id = uuid::Uuid::parse_str(&id)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == id.to_ascii_lowercase())
+        .ok_or_else(|| ApiError::InvalidRequest("id: must be a session UUID".into()))?;
+    state.auth.revoke_session(&auth.session, id, &meta).await?;
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    if id == auth.session.id {
+        clear_session_cookie(&mut response);
+    }
+    Ok(response)
+}
+
+/// Ends every session of the caller except the current one.
+#[utoipa::path(delete, path = "/v1/sessions", tag = "sessions", responses(
+    (status = 204),
+    (status = 401, body = ErrorEnvelope),
+    (status = 403, body = ErrorEnvelope, description = "reauthentication_required"),
+), security(("bearer" = []), ("cookie" = [])))]
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    auth: Authenticated,
+) -> Result<StatusCode, ApiError> {
+    state
+        .auth
+        .revoke_other_sessions(&auth.session, &meta)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/reauthenticate` body.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reauthenticate {
+    #[schema(format = Password, min_length = 1, max_length = 1024)]
+    pub password: String,
+}
+
+/// Proves the password again: opens the re-authentication window and
+/// rotates the token.
+#[utoipa::path(post, path = "/v1/reauthenticate", tag = "sessions", request_body = Reauthenticate, responses(
+    (status = 200, body = crate::http::views::SessionIssued, description = "new token; also sets the cookie"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_credentials or invalid_request"),
+    (status = 401, body = ErrorEnvelope),
+), security(("bearer" = []), ("cookie" = [])))]
+pub async fn reauthenticate(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    auth: Authenticated,
+    crate::http::extract::ApiJson(body): crate::http::extract::ApiJson<Reauthenticate>,
+) -> Result<Response, ApiError> {
+    let password = crate::domain::Password::for_verification(
+        &body.password,
+        state.auth.config.password_max_length,
+    )
+    .map_err(|e| ApiError::InvalidRequest(format!("password: {e}")))?;
+    let (token, session) = state
+        .auth
+        .reauthenticate(&auth.session, auth.user.email.key(), &password, &meta)
+        .await
+        .map_err(|e| match e {
+            crate::auth::login::LoginError::InvalidCredentials => {
+                ApiError::InvalidCredentials(StatusCode::BAD_REQUEST)
+            }
+            other => other.into(),
+        })?;
+    Ok(super::accounts::issued(&state, token, &session))
 }

@@ -1,0 +1,5 @@
+//! Background jobs. Each is a public `run_once` (tests call it directly)
+//! plus a thin loop that sleeps, calls it, logs failures and stops on the
+//! shutdown signal.
+
+pub mod session_cleanup;

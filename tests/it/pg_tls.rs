@@ -1,0 +1,532 @@
+//! TLS to PostgreSQL, against throwaway clusters with a test CA made at test
+//! time (`pg_cluster`): verify-full is the default and really verifies (CA,
+//! host name, expiry), there is no plaintext fallback, client certificates
+//! work as the database credential, old TLS versions are refused, and the
+//! production profile refuses unverified modes to remote hosts.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use castellan::store::postgres::PgStore;
+use secrecy::SecretString;
+
+use crate::helpers::{Backend, TEST_SECRET_KEY, TestEnv, email};
+use crate::pg_cluster::{ClusterOptions, PgCluster, Validity};
+
+const BIN: &str = env!("CARGO_BIN_EXE_castellan");
+
+/// Test settings (SQLite data dir, port 0, ...) with `url` as the database.
+async fn env_for(url: &str) -> TestEnv {
+    let mut env = TestEnv::new(Backend::Sqlite).await;
+    env.set("CASTELLAN_DATABASE_URL", url);
+    env.set("CASTELLAN_DB_ACQUIRE_TIMEOUT", "2s");
+    env
+}
+
+/// Connects the way castellan does (`PgStore::connect` is what
+/// `store::open` runs for a postgres:// URL), within a bounded time.
+async fn connect(url: &str) -> anyhow::Result<PgStore> {
+    let config = env_for(url).await.config();
+    let secret = SecretString::from(url.to_string());
+    tokio::time::timeout(Duration::from_secs(20), PgStore::connect(&secret, &config))
+        .await
+        .unwrap_or_else(|_| panic!("connecting to {url} hung"))
+}
+
+/// `(ssl, version, client_dn)` of a connection taken from castellan's pool.
+async fn tls_of(store: &PgStore) -> (bool, Option<String>, Option<String>) {
+    sqlx::query_as("SELECT ssl, version, client_dn FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        .fetch_one(store.pool())
+        .await
+        .expect("pg_stat_ssl")
+}
+
+/// Asserts that castellan connects over TLS 1.2 or 1.3; returns the version.
+async fn assert_tls(url: &str) -> String {
+    let store = connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("{url} should connect: {e:#}"));
+    let (ssl, version, _) = tls_of(&store).await;
+    assert!(
+        ssl,
+        "{url}: pg_stat_ssl says the connection is not encrypted"
+    );
+    let version = version.unwrap_or_default();
+    assert!(
+        version == "TLSv1.2" || version == "TLSv1.3",
+        "{url}: {version}"
+    );
+    store.pool().close().await;
+    version
+}
+
+/// Asserts that castellan refuses to connect (`castellan::store::open`, as
+/// at start-up) and that the error names one of `expect`; returns it.
+async fn assert_refused(cluster: &PgCluster, url: &str, why: &str, expect: &[&str]) -> String {
+    let config = env_for(url).await.config();
+    let opened = tokio::time::timeout(Duration::from_secs(20), castellan::store::open(&config))
+        .await
+        .unwrap_or_else(|_| panic!("{why}: connecting to {url} hung"));
+    let err = match opened {
+        Ok(_) => panic!("{why}: castellan connected to {url}"),
+        Err(e) => format!("{e:#}"),
+    };
+    eprintln!("DEBUG {why}: {err}");
+    assert!(
+        expect
+            .iter()
+            .any(|w| err.to_lowercase().contains(&w.to_lowercase())),
+        "{why}: the error should mention one of {expect:?}: {err}"
+    );
+    assert!(
+        !err.contains(cluster.password()),
+        "{why}: the password leaked into the error: {err}"
+    );
+    err
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+// covers: ASVS-12.3.1, ASVS-12.3.2, ASVS-12.3.4, ASVS-12.1.1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_with_the_configured_ca_connects_over_tls() {
+    let cluster = PgCluster::start_new(ClusterOptions::tls());
+    let ca = path(&cluster.ca_file());
+
+    // Explicit verify-full, by name and by IP (both are in the certificate).
+    let url = cluster.url("postgres", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    assert_tls(&url).await;
+    assert_tls(&cluster.url_for(
+        "127.0.0.1",
+        "postgres",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .await;
+
+    // Every connection of the pool is encrypted, not just the first one.
+    let store = connect(&url).await.expect("connects");
+    let conns = futures_acquire(&store, 3).await;
+    let plain: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.backend_type = 'client backend' AND NOT s.ssl",
+    )
+    .fetch_one(store.pool())
+    .await
+    .expect("count");
+    assert_eq!(plain, 0, "a castellan connection without TLS");
+    drop(conns);
+    store.pool().close().await;
+
+    // No sslmode at all means verify-full: with the right CA it works.
+    assert_tls(&cluster.url("postgres", &format!("sslrootcert={ca}"))).await;
+
+    // The whole service runs on it.
+    let app = env_for(&url).await.spawn().await;
+    let who = email("tls");
+    let token = app.user_with_session(&who).await;
+    assert_eq!(app.get_bearer("/v1/session", &token).await.status, 200);
+    assert_eq!(
+        app.send(reqwest::Method::GET, "/health/ready", None, &[])
+            .await
+            .status,
+        200
+    );
+    app.shutdown().await;
+}
+
+/// Holds `n` pool connections at once, so the pool opens that many.
+async fn futures_acquire(
+    store: &PgStore,
+    n: usize,
+) -> Vec<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(store.pool().acquire().await.expect("acquire"));
+    }
+    held
+}
+
+// covers: ASVS-12.3.2, ASVS-12.3.4, ASVS-16.3.4
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_ca_wrong_host_name_and_expired_certificate_are_refused() {
+    // The certificate names only `localhost`.
+    let mut cluster = PgCluster::start_new(ClusterOptions {
+        server_names: vec!["localhost".into()],
+        ..ClusterOptions::tls()
+    });
+    let ca = path(&cluster.ca_file());
+    let other = path(&cluster.other_ca_file());
+    let cert_words = ["certificate", "UnknownIssuer"];
+
+    // Control: the right CA and the right name work.
+    assert_tls(&cluster.url("postgres", &format!("sslmode=verify-full&sslrootcert={ca}"))).await;
+
+    // Untrusted CA: no sslmode and no sslrootcert (verify-full against the
+    // built-in public roots, which do not include the test CA).
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", ""),
+        "default mode, test CA not trusted",
+        &cert_words,
+    )
+    .await;
+    // A configured CA that did not sign the server certificate.
+    assert_refused(
+        &cluster,
+        &cluster.url(
+            "postgres",
+            &format!("sslmode=verify-full&sslrootcert={other}"),
+        ),
+        "verify-full with another CA",
+        &cert_words,
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", &format!("sslrootcert={other}")),
+        "default mode with another CA",
+        &cert_words,
+    )
+    .await;
+
+    // The right CA, but a host name the certificate does not carry.
+    for params in [
+        format!("sslmode=verify-full&sslrootcert={ca}"),
+        format!("sslrootcert={ca}"),
+    ] {
+        assert_refused(
+            &cluster,
+            &cluster.url_for("127.0.0.1", "postgres", &params),
+            "host name not in the certificate",
+            &["certificate", "NotValidForName"],
+        )
+        .await;
+    }
+    // ... and only the name was wrong: verify-ca (no name check) accepts it.
+    assert_tls(&cluster.url_for(
+        "127.0.0.1",
+        "postgres",
+        &format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ))
+    .await;
+
+    // The failure reaches the operator: `castellan migrate` exits 1 with one
+    // line naming the certificate problem, without the password.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("migrate")
+        .env(
+            "CASTELLAN_DATABASE_URL",
+            cluster.url(
+                "postgres",
+                &format!("sslmode=verify-full&sslrootcert={other}"),
+            ),
+        )
+        .env("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY)
+        .env("CASTELLAN_DATA_DIR", dir.path().join("data"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("castellan runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error") && stderr.contains("certificate"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(cluster.password()) && !stdout.contains(cluster.password()),
+        "password leaked"
+    );
+
+    // An expired certificate from the right CA, for the right name.
+    cluster.stop();
+    cluster.replace_server_cert(&["localhost", "127.0.0.1"], Validity::Expired, false);
+    cluster.start();
+    let err = assert_refused(
+        &cluster,
+        &cluster.url("postgres", &format!("sslmode=verify-full&sslrootcert={ca}")),
+        "expired server certificate",
+        &["expired"],
+    )
+    .await;
+    assert!(err.contains("certificate"), "{err}");
+}
+
+// covers: ASVS-12.3.1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tls_is_refused_with_no_plaintext_fallback() {
+    let cluster = PgCluster::start_new(ClusterOptions::default());
+    let ca = path(&cluster.ca_file());
+    let words = ["does not support TLS"];
+
+    // Control: the server is up and takes plaintext when asked for it.
+    let store = connect(&cluster.url("postgres", "sslmode=disable"))
+        .await
+        .expect("plaintext control");
+    assert!(!tls_of(&store).await.0);
+    store.pool().close().await;
+
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", ""),
+        "no sslmode (verify-full)",
+        &words,
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", &format!("sslrootcert={ca}")),
+        "no sslmode, with CA",
+        &words,
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", &format!("sslmode=verify-full&sslrootcert={ca}")),
+        "verify-full",
+        &words,
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", "sslmode=require"),
+        "require",
+        &words,
+    )
+    .await;
+
+    // The production profile with the default mode: the same refusal.
+    let mut env = env_for(&cluster.url("postgres", "")).await;
+    env.set("CASTELLAN_PROFILE", "production")
+        .set("CASTELLAN_BEHIND_TLS_PROXY", "true");
+    let err = match castellan::store::open(&env.config()).await {
+        Ok(_) => panic!("production connected to a server without TLS"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("does not support TLS"), "{err}");
+}
+
+// covers: ASVS-13.2.1, ASVS-12.3.1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_authenticates_castellan_without_a_password() {
+    let cluster = PgCluster::start_new(ClusterOptions {
+        client_ca: true,
+        hba: Some(vec![
+            "hostssl all all 127.0.0.1/32 cert clientcert=verify-full".into(),
+        ]),
+        ..ClusterOptions::tls()
+    });
+    // The role has no password at all: the certificate is its credential.
+    cluster.exec("CREATE ROLE castellan_svc LOGIN").await;
+    cluster
+        .exec("CREATE DATABASE castellan OWNER castellan_svc")
+        .await;
+    let ca = path(&cluster.ca_file());
+    let (cert, key) = cluster.write_client_cert("castellan_svc", true);
+    let (cert, key) = (path(&cert), path(&key));
+    let tls = format!("sslmode=verify-full&sslrootcert={ca}");
+    let url = cluster.url_without_password(
+        "castellan_svc",
+        "castellan",
+        &format!("{tls}&sslcert={cert}&sslkey={key}"),
+    );
+
+    let store = connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("client cert login: {e:#}"));
+    let (ssl, _, client_dn) = tls_of(&store).await;
+    assert!(ssl);
+    assert!(
+        client_dn.unwrap_or_default().contains("castellan_svc"),
+        "the server saw the client certificate"
+    );
+    store.pool().close().await;
+
+    let app = env_for(&url).await.spawn().await;
+    let token = app.user_with_session(&email("mtls")).await;
+    assert_eq!(app.get_bearer("/v1/session", &token).await.status, 200);
+    app.shutdown().await;
+
+    // Without a certificate: refused.
+    let refused = ["certificate", "server said"];
+    assert_refused(
+        &cluster,
+        &cluster.url_without_password("castellan_svc", "castellan", &tls),
+        "no client certificate",
+        &refused,
+    )
+    .await;
+    // A certificate from a CA the server does not trust: refused.
+    let (bad_cert, bad_key) = cluster.write_client_cert("castellan_svc", false);
+    assert_refused(
+        &cluster,
+        &cluster.url_without_password(
+            "castellan_svc",
+            "castellan",
+            &format!(
+                "{tls}&sslcert={}&sslkey={}",
+                path(&bad_cert),
+                path(&bad_key)
+            ),
+        ),
+        "client certificate from an untrusted CA",
+        &[
+            "certificate",
+            "alert",
+            "unknown",
+            "server said",
+            "I/O error",
+        ],
+    )
+    .await;
+    // A trusted certificate for another role: refused.
+    let (other_cert, other_key) = cluster.write_client_cert("someone_else", true);
+    assert_refused(
+        &cluster,
+        &cluster.url_without_password(
+            "castellan_svc",
+            "castellan",
+            &format!(
+                "{tls}&sslcert={}&sslkey={}",
+                path(&other_cert),
+                path(&other_key)
+            ),
+        ),
+        "client certificate for another role",
+        &["certificate authentication failed", "server said"],
+    )
+    .await;
+}
+
+/// Runs `castellan migrate` in the production profile with `url`.
+fn production_migrate(url: &str, extra: &[(&str, &str)]) -> (Option<i32>, String, Duration) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir.path())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .arg("migrate")
+        .env("CASTELLAN_PROFILE", "production")
+        .env("CASTELLAN_BEHIND_TLS_PROXY", "true")
+        .env("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY)
+        .env("CASTELLAN_DATA_DIR", dir.path().join("data"))
+        .env("CASTELLAN_DB_ACQUIRE_TIMEOUT", "1s")
+        .env("CASTELLAN_DATABASE_URL", url)
+        .stdin(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let started = Instant::now();
+    let out = cmd.output().expect("castellan runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+// covers: ASVS-12.3.1, ASVS-12.3.2
+#[test]
+fn production_refuses_an_unverified_sslmode_to_a_remote_host() {
+    let secret = "db-password-for-the-policy-test";
+    for mode in ["disable", "allow", "prefer", "require"] {
+        let url = format!("postgres://castellan:{secret}@db.invalid:5432/castellan?sslmode={mode}");
+        let (code, err, _) = production_migrate(&url, &[]);
+        assert_eq!(code, Some(1), "sslmode={mode}: {err}");
+        assert!(
+            err.contains("sslmode"),
+            "sslmode={mode}: the error names sslmode: {err}"
+        );
+        assert!(
+            err.contains("verify-full"),
+            "sslmode={mode}: the error says what to use: {err}"
+        );
+        assert!(
+            !err.contains("cannot connect"),
+            "sslmode={mode}: refused before connecting: {err}"
+        );
+        assert!(!err.contains(secret), "the password leaked: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+
+    // The operator's override gets past the policy; the start then fails on
+    // the connection itself (db.invalid does not resolve).
+    let url = format!("postgres://castellan:{secret}@db.invalid:5432/castellan?sslmode=require");
+    let (code, err, _) =
+        production_migrate(&url, &[("CASTELLAN_DATABASE_ALLOW_UNVERIFIED_TLS", "true")]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot connect"),
+        "the error is about connecting: {err}"
+    );
+    assert!(!err.contains("sslmode"), "not about sslmode: {err}");
+    assert!(!err.contains(secret), "the password leaked: {err}");
+
+    // verify-full (explicit or by default) needs no override.
+    for url in [
+        format!("postgres://castellan:{secret}@db.invalid:5432/castellan?sslmode=verify-full"),
+        format!("postgres://castellan:{secret}@db.invalid:5432/castellan"),
+    ] {
+        let (code, err, _) = production_migrate(&url, &[]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(
+            err.contains("cannot connect") && !err.contains("sslmode"),
+            "{err}"
+        );
+    }
+
+    // Loopback never leaves the machine: the policy lets it through (and
+    // the connection then fails, nothing listens on port 1).
+    let (code, err, _) = production_migrate(
+        "postgres://castellan:x@127.0.0.1:1/castellan?sslmode=disable",
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot connect") && !err.contains("sslmode"),
+        "{err}"
+    );
+}
+
+// covers: ASVS-12.1.1
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_1_3_only_server_works_and_a_tls_1_1_server_is_refused() {
+    let mut cluster = PgCluster::start_new(ClusterOptions {
+        ssl_min_protocol_version: Some("TLSv1.3".into()),
+        ..ClusterOptions::tls()
+    });
+    let ca = path(&cluster.ca_file());
+    let url = cluster.url("postgres", &format!("sslmode=verify-full&sslrootcert={ca}"));
+    assert_eq!(assert_tls(&url).await, "TLSv1.3");
+
+    // TLS 1.0 to 1.1 only.
+    cluster.stop();
+    cluster.append_conf(&[
+        "ssl_min_protocol_version = 'TLSv1'",
+        "ssl_max_protocol_version = 'TLSv1.1'",
+    ]);
+    cluster.start();
+    // Control: the server is up (plaintext superuser line).
+    cluster.exec("SELECT 1").await;
+    assert_refused(
+        &cluster,
+        &url,
+        "server offers at most TLS 1.1",
+        &["protocol", "version", "alert", "I/O error"],
+    )
+    .await;
+    assert_refused(
+        &cluster,
+        &cluster.url("postgres", &format!("sslrootcert={ca}")),
+        "default mode, TLS 1.1 server",
+        &["protocol", "version", "alert", "I/O error"],
+    )
+    .await;
+}
