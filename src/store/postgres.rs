@@ -102,7 +102,7 @@ fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Resu
     if verifies(mode) {
         return Ok(());
     }
-    let host = options.get_host();
+    let host = options.get_host().trim_start_matches('[').trim_end_matches(']');
     let local = options.get_socket().is_some()
         || host.starts_with('/')
         || host == "localhost"
@@ -314,15 +314,19 @@ impl SessionStore for PgStore {
         max_full_sessions: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let mut tx = begin(&self.pool).await?;
-        insert_session(&mut tx, new).await?;
-        let mut evicted = Vec::new();
         if !new.mfa_pending {
-            // Serialise concurrent logins of one user so the cap holds.
+            // Serialise concurrent logins of one user so the cap holds. The
+            // row lock comes first: taken after the insert (whose foreign
+            // key holds a weaker lock on the same row) two logins deadlock.
             sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
                 .bind(new.user_id.0)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+        }
+        insert_session(&mut tx, new).await?;
+        let mut evicted = Vec::new();
+        if !new.mfa_pending {
             evicted = sqlx::query_scalar(
                 "DELETE FROM sessions WHERE id IN (
                      SELECT id FROM sessions WHERE user_id = $1 AND NOT mfa_pending
