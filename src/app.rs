@@ -59,13 +59,22 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         None => crypto::load_or_create_dev_key(&config.data_dir)?,
     };
     let store = store::open(&config).await?;
-    let hasher = Hasher::start(config.hash_threads, config.hash_queue, config.argon2)?;
+    let previous: Vec<_> = config.previous_secret_key.iter().cloned().collect();
+    let keys = Keys::derive(&master, &previous);
+    let hasher = Hasher::start(
+        config.hash_threads,
+        config.hash_queue,
+        config.argon2,
+        keys.backup_pepper.clone(),
+    )?;
+    let mailer = crate::mail::Mailer::new(&config);
     let auth = Auth {
         config: config.clone(),
         store,
-        keys: Keys::derive(&master),
+        keys,
         hasher,
         clock,
+        mailer,
     };
     let listener = TcpListener::bind(config.listen)
         .await

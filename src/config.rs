@@ -86,6 +86,10 @@ pub const SETTINGS: &[Setting] = &[
         "secret_key",
         "base64 of at least 32 random bytes for keyed hashes and encryption",
     ),
+    secret(
+        "previous_secret_key",
+        "the secret key before a rotation, kept only to open TOTP secrets sealed with it",
+    ),
     s(
         "session_idle_timeout",
         "30m",
@@ -159,6 +163,16 @@ pub const SETTINGS: &[Setting] = &[
         "mail_dir",
         "./data/mail",
         "where the `file` transport writes messages",
+    ),
+    s(
+        "mail_from",
+        "castellan <no-reply@localhost>",
+        "sender of notification mail",
+    ),
+    s(
+        "totp_issuer",
+        "castellan",
+        "issuer shown by authenticator apps",
     ),
     s(
         "log_format",
@@ -269,6 +283,8 @@ pub struct Config {
     pub admin_token: Option<SecretString>,
     /// Decoded key material; `None` in dev means "generate or load from the data dir".
     pub secret_key: Option<SecretBytes>,
+    /// The key before a rotation: opens old sealed values, seals nothing.
+    pub previous_secret_key: Option<SecretBytes>,
     pub session: SessionConfig,
     pub require_mfa: bool,
     pub password_min_length: usize,
@@ -280,6 +296,8 @@ pub struct Config {
     pub verification_token_ttl: Duration,
     pub mail_transport: MailTransport,
     pub mail_dir: PathBuf,
+    pub mail_from: String,
+    pub totp_issuer: String,
     pub log_format: LogFormat,
     pub log_level: String,
     pub trusted_proxies: Vec<IpNet>,
@@ -404,23 +422,8 @@ impl Config {
                 Ok(Some(SecretString::from(v.to_string())))
             }
         });
-        let secret_key = p.parse("secret_key", |v| {
-            if v.is_empty() {
-                return Ok(None);
-            }
-            use base64::Engine;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim()))
-                .map_err(|_| "must be base64 (e.g. `openssl rand -base64 32`)".to_string())?;
-            if bytes.len() < 32 {
-                return Err(format!(
-                    "decodes to {} bytes; at least 32 random bytes are needed (`openssl rand -base64 32`)",
-                    bytes.len()
-                ));
-            }
-            Ok(Some(SecretBytes(zeroize::Zeroizing::new(bytes))))
-        });
+        let secret_key = p.parse("secret_key", parse_key);
+        let previous_secret_key = p.parse("previous_secret_key", parse_key);
         let idle_timeout = p.parse("session_idle_timeout", |v| {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
@@ -471,6 +474,20 @@ impl Config {
             _ => Err("must be `file` or `smtp`".into()),
         });
         let mail_dir = p.parse("mail_dir", nonempty_path);
+        let mail_from = p.parse("mail_from", |v| {
+            if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
+                Err("must be a sender like `castellan <no-reply@example.com>`".into())
+            } else {
+                Ok(v.to_string())
+            }
+        });
+        let totp_issuer = p.parse("totp_issuer", |v| {
+            if v.is_empty() || v.len() > 64 || v.contains(':') || v.chars().any(char::is_control) {
+                Err("must be 1 to 64 printable characters without `:`".into())
+            } else {
+                Ok(v.to_string())
+            }
+        });
         let log_format = p.parse("log_format", |v| match v {
             "" => Ok(None),
             "json" => Ok(Some(LogFormat::Json)),
@@ -507,6 +524,7 @@ impl Config {
             admin_listen: admin_listen?,
             admin_token: admin_token?,
             secret_key: secret_key?,
+            previous_secret_key: previous_secret_key?,
             session: SessionConfig {
                 idle_timeout,
                 lifetime,
@@ -529,6 +547,8 @@ impl Config {
             verification_token_ttl: verification_token_ttl?,
             mail_transport: mail_transport?,
             mail_dir: mail_dir?,
+            mail_from: mail_from?,
+            totp_issuer: totp_issuer?,
             log_format: log_format?.unwrap_or(match profile {
                 Profile::Dev => LogFormat::Pretty,
                 Profile::Production => LogFormat::Json,
@@ -610,7 +630,14 @@ impl Parser<'_> {
         key: &'static str,
         f: impl FnOnce(&str) -> Result<T, String>,
     ) -> Option<T> {
-        let raw = self.raw.get(key)?;
+        let Some(raw) = self.raw.get(key) else {
+            // A parse of an undeclared key is a bug in this file; say so.
+            self.errors.push(SettingError {
+                setting: key.into(),
+                problem: "is not declared in SETTINGS (a castellan bug)".into(),
+            });
+            return None;
+        };
         match f(raw.value.trim()) {
             Ok(v) => Some(v),
             Err(problem) => {
@@ -741,6 +768,25 @@ fn insert_value(
         value
     };
     raw.insert(setting.key, Raw { value, source });
+}
+
+/// Base64 of at least 32 random bytes; empty means unset.
+fn parse_key(v: &str) -> Result<Option<SecretBytes>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(v.trim()))
+        .map_err(|_| "must be base64 (e.g. `openssl rand -base64 32`)".to_string())?;
+    if bytes.len() < 32 {
+        return Err(format!(
+            "decodes to {} bytes; at least 32 random bytes are needed (`openssl rand -base64 32`)",
+            bytes.len()
+        ));
+    }
+    Ok(Some(SecretBytes(zeroize::Zeroizing::new(bytes))))
 }
 
 fn nonempty_path(v: &str) -> Result<PathBuf, String> {

@@ -46,6 +46,44 @@ impl std::fmt::Debug for TokenHash {
 pub struct Keys {
     token_hash: Zeroizing<[u8; 32]>,
     csrf: Zeroizing<[u8; 32]>,
+    /// Pepper mixed into backup-code hashes (Argon2 secret input).
+    pub(crate) backup_pepper: Zeroizing<[u8; 32]>,
+    /// Seals TOTP secrets: the current key first, then decrypt-only keys
+    /// derived from previous master secrets (key rotation).
+    sealing: Vec<SealingKey>,
+}
+
+/// An AES-256-GCM key and its public id (the first 4 bytes of its SHA-256).
+#[derive(Clone)]
+struct SealingKey {
+    id: [u8; 4],
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl SealingKey {
+    fn derive(master: &[u8]) -> Self {
+        use sha2::Digest;
+        let key = derive(master, "castellan/v1/totp-secret-aes256gcm");
+        let digest = Sha256::digest(key.as_slice());
+        let mut id = [0u8; 4];
+        id.copy_from_slice(&digest[..4]);
+        Self { id, key }
+    }
+}
+
+/// Format version of sealed blobs: `0x01 | key id (4) | nonce (12) | ciphertext and 16-byte tag`.
+const SEALED_V1: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("the sealed value is malformed")]
+    Malformed,
+    #[error("no key with this id is configured")]
+    UnknownKey,
+    #[error("the sealed value failed authentication (tampered or wrong row)")]
+    Tampered,
+    #[error("random generator failed")]
+    Random,
 }
 
 impl std::fmt::Debug for Keys {
@@ -74,11 +112,70 @@ fn hmac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
 }
 
 impl Keys {
-    pub fn derive(master: &SecretBytes) -> Self {
+    /// Derives every key from the master secret; `previous` masters stay
+    /// usable for opening sealed values only.
+    pub fn derive(master: &SecretBytes, previous: &[SecretBytes]) -> Self {
+        let mut sealing = vec![SealingKey::derive(master.expose())];
+        sealing.extend(previous.iter().map(|p| SealingKey::derive(p.expose())));
         Self {
             token_hash: derive(master.expose(), "castellan/v1/session-token-hash"),
             csrf: derive(master.expose(), "castellan/v1/csrf"),
+            backup_pepper: derive(master.expose(), "castellan/v1/backup-code-pepper"),
+            sealing,
         }
+    }
+
+    /// Encrypts `plain` with AES-256-GCM under the current key, binding it
+    /// to `aad` (the owning row's identity) so it cannot be moved.
+    pub fn seal(&self, plain: &[u8], aad: &[u8]) -> Result<Vec<u8>, SealError> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        let key = &self.sealing[0];
+        let nonce_bytes = random_bytes::<12>().map_err(|_| SealError::Random)?;
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(key.key.as_slice())
+            .map_err(|_| SealError::Malformed)?;
+        let nonce = aes_gcm::Nonce::<aes_gcm::aead::consts::U12>::from(nonce_bytes);
+        let sealed = cipher
+            .encrypt(&nonce, Payload { msg: plain, aad })
+            .map_err(|_| SealError::Malformed)?;
+        let mut out = Vec::with_capacity(1 + 4 + 12 + sealed.len());
+        out.push(SEALED_V1);
+        out.extend_from_slice(&key.id);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens a value sealed by [`Keys::seal`] with the same `aad`.
+    pub fn open(&self, blob: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        use aes_gcm::aead::{Aead, KeyInit, Payload};
+        if blob.len() < 1 + 4 + 12 + 16 || blob[0] != SEALED_V1 {
+            return Err(SealError::Malformed);
+        }
+        let key = self
+            .sealing
+            .iter()
+            .find(|k| k.id == blob[1..5])
+            .ok_or(SealError::UnknownKey)?;
+        let mut nonce_bytes = [0u8; 12];
+        nonce_bytes.copy_from_slice(&blob[5..17]);
+        let nonce = aes_gcm::Nonce::<aes_gcm::aead::consts::U12>::from(nonce_bytes);
+        let cipher = aes_gcm::Aes256Gcm::new_from_slice(key.key.as_slice())
+            .map_err(|_| SealError::Malformed)?;
+        cipher
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &blob[17..],
+                    aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| SealError::Tampered)
+    }
+
+    /// Whether `blob` was sealed with a previous key (re-seal it).
+    pub fn sealed_with_old_key(&self, blob: &[u8]) -> bool {
+        blob.get(1..5).is_some_and(|id| id != self.sealing[0].id)
     }
 
     /// HMAC-SHA-256 of a session token.
@@ -148,8 +245,53 @@ pub fn load_or_create_dev_key(data_dir: &Path) -> anyhow::Result<SecretBytes> {
 mod tests {
     use super::*;
 
+    fn master(byte: u8) -> SecretBytes {
+        SecretBytes(Zeroizing::new(vec![byte; 32]))
+    }
+
     fn keys(byte: u8) -> Keys {
-        Keys::derive(&SecretBytes(Zeroizing::new(vec![byte; 32])))
+        Keys::derive(&master(byte), &[])
+    }
+
+    // covers: ASVS-11.3.2, ASVS-11.3.3, ASVS-11.1.1, RFC-08
+    #[test]
+    fn sealing_is_authenticated_bound_to_the_row_and_rotatable() {
+        let k = keys(1);
+        let blob = k.seal(b"twenty byte secret!!", b"user-a").unwrap();
+        assert_eq!(blob[0], 1, "version");
+        assert_eq!(
+            blob.len(),
+            1 + 4 + 12 + 20 + 16,
+            "96-bit nonce, 128-bit tag"
+        );
+        assert_eq!(
+            k.open(&blob, b"user-a").unwrap().as_slice(),
+            b"twenty byte secret!!"
+        );
+        assert_eq!(
+            k.open(&blob, b"user-b"),
+            Err(SealError::Tampered),
+            "moved to another row"
+        );
+        let mut flipped = blob.clone();
+        let last = flipped.len() - 1;
+        flipped[last] ^= 1;
+        assert_eq!(k.open(&flipped, b"user-a"), Err(SealError::Tampered));
+        assert_ne!(
+            k.seal(b"x", b"a").unwrap()[5..17],
+            k.seal(b"x", b"a").unwrap()[5..17],
+            "fresh nonces"
+        );
+        // Rotation: a new master with the old one as decrypt-only.
+        let rotated = Keys::derive(&master(2), &[master(1)]);
+        assert_eq!(
+            rotated.open(&blob, b"user-a").unwrap().as_slice(),
+            b"twenty byte secret!!"
+        );
+        assert!(rotated.sealed_with_old_key(&blob));
+        let resealed = rotated.seal(b"twenty byte secret!!", b"user-a").unwrap();
+        assert!(!rotated.sealed_with_old_key(&resealed));
+        assert_eq!(keys(2).open(&blob, b"user-a"), Err(SealError::UnknownKey));
     }
 
     // covers: ASVS-7.2.1, ASVS-11.4.3

@@ -12,6 +12,7 @@
 //! - [`auth`]: use cases (registration, login, the session check) and the hashing pool.
 //! - [`store`]: role traits and their SQLite and PostgreSQL implementations; all SQL.
 //! - [`audit`]: security events written to the database and the log.
+//! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
 //! - [`http`]: routes, extractors, the error mapping and security headers.
 //! - [`jobs`]: background work (deleting ended sessions).
 #![forbid(unsafe_code)]
@@ -28,5 +29,6 @@ pub mod crypto;
 pub mod domain;
 pub mod http;
 pub mod jobs;
+pub mod mail;
 pub mod store;
 pub mod telemetry;

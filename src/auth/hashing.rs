@@ -16,10 +16,11 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use tokio::sync::oneshot;
 use tracing::Span;
+use zeroize::Zeroizing;
 
 use crate::config::Argon2Config;
 use crate::crypto;
-use crate::domain::Password;
+use crate::domain::{BackupCode, Password};
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -50,6 +51,19 @@ pub struct Hasher {
     /// A hash of a random password with the configured parameters, checked
     /// for unknown emails so they cost the same as a wrong password.
     dummy_hash: Arc<String>,
+    /// Secret input to backup-code hashes, so a database dump alone
+    /// cannot be brute-forced offline.
+    pepper: Arc<Zeroizing<[u8; 32]>>,
+}
+
+/// Backup codes carry 75 random bits, so a low cost suffices (NIST
+/// SP 800-63B allows it below 112 bits as long as the hash is salted).
+fn backup_params() -> Params {
+    Params::new(4096, 1, 1, None).unwrap_or_default()
+}
+
+fn backup_argon2(pepper: &[u8]) -> Option<Argon2<'_>> {
+    Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, backup_params()).ok()
 }
 
 impl std::fmt::Debug for Hasher {
@@ -96,7 +110,12 @@ fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verified {
 impl Hasher {
     /// Starts `threads` hashing threads (0 = one per CPU) with room for
     /// `queue` waiting jobs.
-    pub fn start(threads: usize, queue: usize, cost: Argon2Config) -> anyhow::Result<Self> {
+    pub fn start(
+        threads: usize,
+        queue: usize,
+        cost: Argon2Config,
+        pepper: Zeroizing<[u8; 32]>,
+    ) -> anyhow::Result<Self> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| anyhow!("invalid Argon2 parameters: {e}"))?;
         let threads = if threads == 0 {
@@ -135,6 +154,7 @@ impl Hasher {
             queued,
             params,
             dummy_hash,
+            pepper: Arc::new(pepper),
         })
     }
 
@@ -170,6 +190,47 @@ impl Hasher {
         }
         rx.await
             .map_err(|_| HashError::Failed(anyhow!("hashing job was dropped")))
+    }
+
+    /// Hashes a batch of backup codes (peppered, low-cost Argon2id).
+    pub async fn hash_backup_codes(&self, codes: &[BackupCode]) -> Result<Vec<String>, HashError> {
+        let codes = codes.to_vec();
+        let pepper = self.pepper.clone();
+        self.run(move |_| {
+            let argon2 = backup_argon2(pepper.as_slice())
+                .ok_or_else(|| anyhow!("invalid backup-code parameters"))?;
+            codes
+                .iter()
+                .map(|code| {
+                    let salt = crypto::random_bytes::<16>()?;
+                    argon2
+                        .hash_password_with_salt(code.expose().as_bytes(), &salt)
+                        .map(|h| h.to_string())
+                        .map_err(|e| anyhow!("backup code hashing failed: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })
+        .await?
+        .map_err(HashError::Failed)
+    }
+
+    /// Checks a backup code against its stored hash.
+    pub async fn verify_backup_code(
+        &self,
+        code: &BackupCode,
+        stored: &str,
+    ) -> Result<bool, HashError> {
+        let code = code.clone();
+        let stored = stored.to_string();
+        let pepper = self.pepper.clone();
+        self.run(move |_| {
+            let Ok(parsed) = PasswordHash::new(&stored) else {
+                return false;
+            };
+            backup_argon2(pepper.as_slice())
+                .is_some_and(|a| a.verify_password(code.expose().as_bytes(), &parsed).is_ok())
+        })
+        .await
     }
 
     /// Hashes a new password (Argon2id, 16-byte random salt, PHC string).
@@ -225,7 +286,7 @@ mod tests {
     // covers: ASVS-11.4.2, ASVS-11.2.2, N63B-10, N63B-09
     #[tokio::test]
     async fn hashes_are_argon2id_with_unique_salts_and_verify_exactly() {
-        let h = Hasher::start(1, 4, CHEAP).unwrap();
+        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32])).unwrap();
         let long = "x".repeat(100);
         let a = h.hash(&pw(&long)).await.unwrap();
         let b = h.hash(&pw(&long)).await.unwrap();
@@ -250,10 +311,39 @@ mod tests {
                 memory_kib: 9 * 1024,
                 ..CHEAP
             },
+            Zeroizing::new([3; 32]),
         )
         .unwrap();
         let v = stronger.verify(&pw(&long), Some(&a)).await.unwrap();
         assert!(v.matches && v.needs_rehash);
+    }
+
+    // covers: ASVS-6.5.2, N63B-13
+    #[tokio::test]
+    async fn backup_codes_are_peppered_salted_argon2id() {
+        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32])).unwrap();
+        let codes = BackupCode::generate_batch().unwrap();
+        let hashes = h.hash_backup_codes(&codes).await.unwrap();
+        assert_eq!(hashes.len(), 10);
+        for (code, hash) in codes.iter().zip(&hashes) {
+            assert!(hash.starts_with("$argon2id$v=19$m=4096,t=1,p=1$"), "{hash}");
+            assert!(!hash.contains(code.expose()));
+            assert!(h.verify_backup_code(code, hash).await.unwrap());
+        }
+        assert!(!h.verify_backup_code(&codes[0], &hashes[1]).await.unwrap());
+        let salts: std::collections::HashSet<_> = hashes
+            .iter()
+            .map(|h| h.split('$').nth(4).unwrap().to_string())
+            .collect();
+        assert_eq!(salts.len(), 10, "distinct salts");
+        // Another pepper (another deployment's key) does not verify.
+        let other = Hasher::start(1, 4, CHEAP, Zeroizing::new([4; 32])).unwrap();
+        assert!(
+            !other
+                .verify_backup_code(&codes[0], &hashes[0])
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
@@ -266,6 +356,7 @@ mod tests {
                 iterations: 4,
                 parallelism: 1,
             },
+            Zeroizing::new([3; 32]),
         )
         .unwrap();
         let mut tasks = Vec::new();

@@ -27,6 +27,7 @@ pub struct Auth {
     pub keys: Keys,
     pub hasher: Hasher,
     pub clock: Arc<dyn Clock>,
+    pub mailer: crate::mail::Mailer,
 }
 
 impl Auth {

@@ -168,9 +168,78 @@ pub trait EventStore: Send + Sync {
     -> Result<Vec<Event>, StoreError>;
 }
 
+/// A stored TOTP credential (the secret still sealed).
+#[derive(Debug, Clone)]
+pub struct TotpRecord {
+    pub sealed_secret: Vec<u8>,
+    pub enabled: bool,
+    pub last_used_step: Option<u64>,
+}
+
+/// A backup code's stored hash, by slot.
+#[derive(Debug, Clone)]
+pub struct BackupCodeHash {
+    pub slot: u8,
+    pub code_hash: String,
+}
+
+/// Second factors. Single use is enforced here with conditional updates, so
+/// it holds across concurrent requests and nodes.
+#[async_trait]
+pub trait MfaStore: Send + Sync {
+    /// Stores (or replaces) a pending enrolment; [`StoreError::Conflict`]
+    /// when TOTP is already enabled.
+    async fn put_pending_totp(
+        &self,
+        user: UserId,
+        sealed: &[u8],
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    async fn get_totp(&self, user: UserId) -> Result<Option<TotpRecord>, StoreError>;
+    /// Enables the pending credential with `step` as the last used step,
+    /// stores the backup codes and raises `session` to aal2, all in one
+    /// transaction. `false` (and nothing written) when nothing was pending.
+    async fn activate_totp(
+        &self,
+        user: UserId,
+        step: u64,
+        codes: &[BackupCodeHash],
+        session: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Accepts `step` only if it is later than the last accepted one.
+    async fn claim_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError>;
+    /// Removes TOTP and backup codes and clears `mfa_enabled`.
+    async fn remove_mfa(&self, user: UserId) -> Result<bool, StoreError>;
+    /// Replaces every backup code in one transaction.
+    async fn replace_backup_codes(
+        &self,
+        user: UserId,
+        codes: &[BackupCodeHash],
+    ) -> Result<(), StoreError>;
+    /// The unused code in `slot`, if any.
+    async fn unused_backup_code(
+        &self,
+        user: UserId,
+        slot: u8,
+    ) -> Result<Option<String>, StoreError>;
+    /// Marks the code used if it is still unused and still this hash.
+    async fn claim_backup_code(
+        &self,
+        user: UserId,
+        slot: u8,
+        code_hash: &str,
+        now: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// `(remaining, total)`.
+    async fn backup_code_counts(&self, user: UserId) -> Result<(u32, u32), StoreError>;
+    /// Counts a wrong code from a pending session; returns the new count.
+    async fn record_mfa_failure(&self, session: Uuid) -> Result<u32, StoreError>;
+}
+
 /// Everything a backend provides.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + EventStore {
+pub trait Store: UserStore + SessionStore + EventStore + MfaStore {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Name for logs and metrics.
