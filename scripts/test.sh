@@ -58,6 +58,13 @@ if [ "${#missing_pkgs[@]}" -gt 0 ]; then
 fi
 PG_VERSION=$(basename "$(dirname "$PG_BIN")")
 
+# pyotp: an independent TOTP implementation the MFA tests check castellan against.
+if ! python3 -c 'import pyotp' >/dev/null 2>&1; then
+    step "installing pyotp (independent TOTP implementation for the tests)"
+    python3 -m pip install --quiet --disable-pip-version-check pyotp \
+        || die "cannot install pyotp with pip; the MFA cross-check needs it"
+fi
+
 # ------------------------------------------------------------------------ gates
 run_gates() {
     step "cargo fmt --all -- --check"

@@ -13,6 +13,7 @@ use crate::store::{Store, StoreError};
 pub mod accounts;
 pub mod hashing;
 pub mod login;
+pub mod mfa;
 pub mod reauth;
 pub mod sessions;
 

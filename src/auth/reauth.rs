@@ -5,19 +5,24 @@ use serde_json::json;
 
 use super::Auth;
 use super::login::LoginError;
+use super::mfa::{MfaError, SecondFactor};
 use crate::audit::{self, EventKind, RequestMeta};
-use crate::domain::{Aal, Password, Session, SessionToken};
+use crate::domain::{Aal, Password, Session, SessionToken, User};
 
 impl Auth {
-    /// Checks the password of the session's user and rotates the session.
+    /// Checks the password (and, for an MFA user, the second factor) and
+    /// rotates the session; it is aal2 when a second factor was given.
+    /// The caller has already checked that `second` is present exactly
+    /// when the user has MFA.
     pub async fn reauthenticate(
         &self,
         session: &Session,
-        email_key: &str,
+        user: &User,
         password: &Password,
+        second: Option<&SecondFactor>,
         meta: &RequestMeta,
     ) -> Result<(SessionToken, Session), LoginError> {
-        let found = self.store.find_credentials(email_key).await?;
+        let found = self.store.find_credentials(user.email.key()).await?;
         let verified = self
             .hasher
             .verify(password, found.as_ref().map(|c| c.password_hash.as_str()))
@@ -35,8 +40,21 @@ impl Auth {
             .await?;
             return Err(LoginError::InvalidCredentials);
         }
+        let aal = match second {
+            Some(factor) => {
+                self.verify_second_factor(user, factor, meta)
+                    .await
+                    .map_err(|e| match e {
+                        MfaError::InvalidCode => LoginError::InvalidCredentials,
+                        MfaError::Service(s) => LoginError::Service(s),
+                        _ => LoginError::InvalidCredentials,
+                    })?;
+                Aal::Aal2
+            }
+            None => Aal::Aal1,
+        };
         let (token, rotated) = self
-            .rotate_session(session, Aal::Aal1, meta, "reauthentication")
+            .rotate_session(session, aal, meta, "reauthentication")
             .await
             .map_err(|e| match e {
                 super::sessions::CheckError::Unauthenticated => LoginError::SessionGone,
@@ -48,7 +66,7 @@ impl Auth {
             EventKind::Reauthenticated,
             Some(session.user_id),
             meta,
-            json!({"factor": "password", "session_id": rotated.id}),
+            json!({"factor": second.map_or("password", |_| "password+second_factor"), "session_id": rotated.id}),
         )
         .await?;
         Ok((token, rotated))

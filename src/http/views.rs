@@ -91,6 +91,9 @@ pub struct SessionIssued {
     #[schema(example = "cst_...")]
     pub session_token: String,
     pub session: SessionView,
+    /// Only after a backup code was used: how many unused codes remain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_codes_remaining: Option<u32>,
 }
 
 /// `GET /v1/session`

@@ -207,6 +207,8 @@ pub trait MfaStore: Send + Sync {
         session: Uuid,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError>;
+    /// Replaces the sealed secret (re-sealed under a new key).
+    async fn reseal_totp(&self, user: UserId, sealed: &[u8]) -> Result<(), StoreError>;
     /// Accepts `step` only if it is later than the last accepted one.
     async fn claim_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError>;
     /// Removes TOTP and backup codes and clears `mfa_enabled`.

@@ -629,6 +629,16 @@ impl MfaStore for PgStore {
         Ok(true)
     }
 
+    async fn reseal_totp(&self, user: UserId, sealed: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("UPDATE totp_credentials SET sealed_secret = $1 WHERE user_id = $2")
+            .bind(sealed)
+            .bind(user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn claim_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE totp_credentials SET last_used_step = $1

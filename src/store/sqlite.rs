@@ -695,6 +695,19 @@ impl MfaStore for SqliteStore {
         .await
     }
 
+    async fn reseal_totp(&self, user: UserId, sealed: &[u8]) -> Result<(), StoreError> {
+        let sealed = sealed.to_vec();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE totp_credentials SET sealed_secret = ?1 WHERE user_id = ?2",
+                params![sealed, user.0.to_string()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn claim_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
         self.write(move |conn| {
             let n = conn

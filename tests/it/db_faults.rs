@@ -15,9 +15,12 @@ use crate::pg_cluster::{ClusterOptions, PgCluster};
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 async fn within(what: &str, request: impl std::future::Future<Output = Reply>) -> Reply {
-    tokio::time::timeout(ANSWER_WITHIN, request)
+    let t = Instant::now();
+    let r = tokio::time::timeout(ANSWER_WITHIN, request)
         .await
-        .unwrap_or_else(|_| panic!("{what}: no answer within {ANSWER_WITHIN:?} (hang)"))
+        .unwrap_or_else(|_| panic!("{what}: no answer within {ANSWER_WITHIN:?} (hang)"));
+    eprintln!("DEBUG {what}: {} in {:?} {}", r.status, t.elapsed(), r.text);
+    r
 }
 
 /// castellan in-process on its own cluster (TLS, verify-full, like production).

@@ -110,12 +110,32 @@ impl TestEnv {
         self
     }
 
+    /// The database URL an app of this test runs on.
+    pub fn database_url_of(app: &TestApp) -> String {
+        match &app.auth.config.database {
+            castellan::config::DatabaseConfig::Postgres { url } => {
+                secrecy::ExposeSecret::expose_secret(url).to_string()
+            }
+            castellan::config::DatabaseConfig::Sqlite { path } => {
+                format!("sqlite://{}", path.display())
+            }
+        }
+    }
+
     pub fn config(&self) -> Config {
         Config::load(None, &self.vars).expect("valid test configuration")
     }
 
     pub async fn spawn(&self) -> TestApp {
         let running = app::start(self.config()).await.expect("castellan starts");
+        TestApp::new(running, self.dir.clone())
+    }
+
+    /// Starts castellan with a clock the test moves.
+    pub async fn spawn_with_clock(&self, clock: Arc<castellan::clock::ManualClock>) -> TestApp {
+        let running = app::start_with_clock(self.config(), clock)
+            .await
+            .expect("castellan starts");
         TestApp::new(running, self.dir.clone())
     }
 }
@@ -309,6 +329,19 @@ impl TestApp {
             .as_str()
             .expect("token")
             .to_string()
+    }
+
+    /// The messages in the mail directory (file transport), as text.
+    pub fn mails(&self) -> Vec<String> {
+        let dir = self.dir.path().join("mail");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+            .map(|e| std::fs::read_to_string(e.path()).expect("readable mail"))
+            .collect()
     }
 
     /// The kinds of the recorded security events, oldest first.

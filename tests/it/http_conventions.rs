@@ -222,6 +222,12 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/sessions"),
     ("delete", "/v1/sessions/{id}"),
     ("post", "/v1/reauthenticate"),
+    ("post", "/v1/login/mfa"),
+    ("post", "/v1/mfa/totp/enroll"),
+    ("post", "/v1/mfa/totp/activate"),
+    ("delete", "/v1/mfa/totp"),
+    ("get", "/v1/mfa/backup-codes"),
+    ("post", "/v1/mfa/backup-codes/regenerate"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
 ];

@@ -4,6 +4,9 @@
 //! cluster started by `scripts/test.sh`, found through
 //! `CASTELLAN_TEST_PG_URL`); each test gets its own fresh database.
 
+// Test code may panic: a panic is how a test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod helpers;
 mod pg_cluster;
 
@@ -12,6 +15,7 @@ mod black_box;
 mod db_faults;
 mod docs;
 mod http_conventions;
+mod mfa;
 mod pg_tls;
 mod session_security;
 mod sessions;

@@ -72,7 +72,7 @@ pub async fn login(
         Password::for_verification(&body.password, state.auth.config.password_max_length)
             .map_err(|e: PasswordError| ApiError::InvalidRequest(format!("password: {e}")))?;
     let done = state.auth.login(&email, &password, &meta).await?;
-    Ok(issued(&state, done.token, &done.session))
+    Ok(issued(&state, done.token, &done.session, None))
 }
 
 /// The response for every route that issues a token: JSON body plus cookie.
@@ -80,6 +80,7 @@ pub fn issued(
     state: &AppState,
     token: crate::domain::SessionToken,
     session: &crate::domain::Session,
+    backup_codes_remaining: Option<u32>,
 ) -> Response {
     let idle = state.auth.config.session.idle_timeout;
     let max_age = (session.expires_at - session.created_at)
@@ -88,6 +89,7 @@ pub fn issued(
     let mut response = Json(SessionIssued {
         session_token: token.expose().to_string(),
         session: SessionView::new(session, idle, true),
+        backup_codes_remaining,
     })
     .into_response();
     set_session_cookie(&mut response, &token, u64::try_from(max_age).unwrap_or(0));

@@ -2,6 +2,7 @@
 //! one use case, and map the result.
 
 pub mod accounts;
+pub mod mfa;
 pub mod session;
 
 use axum::http::{HeaderValue, header};

@@ -119,12 +119,17 @@ pub async fn revoke_others(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `POST /v1/reauthenticate` body.
+/// `POST /v1/reauthenticate` body. A user with MFA must add exactly one
+/// of `totp_code` and `backup_code`; a user without MFA sends neither.
 #[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Reauthenticate {
     #[schema(format = Password, min_length = 1, max_length = 1024)]
     pub password: String,
+    #[schema(pattern = "^[0-9]{6}$", max_length = 6)]
+    pub totp_code: Option<String>,
+    #[schema(pattern = "^[A-Za-z2-7 -]{16,64}$", max_length = 64)]
+    pub backup_code: Option<String>,
 }
 
 /// Proves the password again: opens the re-authentication window and
@@ -145,9 +150,25 @@ pub async fn reauthenticate(
         state.auth.config.password_max_length,
     )
     .map_err(|e| ApiError::InvalidRequest(format!("password: {e}")))?;
+    let second = super::mfa::second_factor(body.totp_code.as_deref(), body.backup_code.as_deref())?;
+    match (&second, auth.user.mfa_enabled) {
+        (None, true) => {
+            return Err(ApiError::InvalidRequest(
+                "totp_code or backup_code is required: the account has two-factor authentication"
+                    .into(),
+            ));
+        }
+        (Some(_), false) => {
+            return Err(ApiError::InvalidRequest(
+                "totp_code and backup_code are only for accounts with two-factor authentication"
+                    .into(),
+            ));
+        }
+        _ => {}
+    }
     let (token, session) = state
         .auth
-        .reauthenticate(&auth.session, auth.user.email.key(), &password, &meta)
+        .reauthenticate(&auth.session, &auth.user, &password, second.as_ref(), &meta)
         .await
         .map_err(|e| match e {
             crate::auth::login::LoginError::InvalidCredentials => {
@@ -155,5 +176,5 @@ pub async fn reauthenticate(
             }
             other => other.into(),
         })?;
-    Ok(super::accounts::issued(&state, token, &session))
+    Ok(super::accounts::issued(&state, token, &session, None))
 }
