@@ -35,6 +35,8 @@ async fn main() -> anyhow::Result<()> {
         &PasswordPolicy {
             min_length: 8,
             max_length: 1024,
+            min_strength: 0,
+            context_words: Vec::new(),
         },
     )
     .map_err(|e| anyhow::anyhow!("password rejected: {e}"))?;

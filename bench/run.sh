@@ -19,6 +19,12 @@
 # Environment (defaults in brackets; change them only for quick trial runs):
 #   BENCH_USERS [100000]  BENCH_DURATION [20]  BENCH_WARMUP [3]
 #   BENCH_BACKENDS ["sqlite postgres"]  BENCH_KEEP_TMP [0] keep logs and data on exit
+#   BENCH_SKIP_BUILD [0]  1: use the existing target/release binaries (no cargo)
+#   BENCH_IDLE_WAIT [60]  seconds to wait, at most, for other work on the machine to stop
+#
+# Everything (wrk included) runs on this machine, so other busy processes
+# (a cargo build...) distort the numbers: each phase reports the CPU share
+# used by the server, by wrk and by everything else ("other").
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,6 +49,34 @@ step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 started_at=$(date +%s)
+
+# machine_busy_pct SECONDS: share of all CPUs busy over SECONDS.
+machine_busy_pct() {
+    python3 - "$1" <<'PY'
+import os, sys, time
+def busy():
+    with open("/proc/stat") as f:
+        p = [int(x) for x in f.readline().split()[1:8]]
+    return p[0] + p[1] + p[2] + p[5] + p[6], sum(p)
+b0, t0 = busy(); time.sleep(float(sys.argv[1])); b1, t1 = busy()
+print(round(100 * (b1 - b0) / max(t1 - t0, 1)))
+PY
+}
+
+# wait_quiet LABEL: waits (BENCH_IDLE_WAIT seconds at most) until the machine is idle.
+wait_quiet() {
+    local waited=0 busy
+    busy=$(machine_busy_pct 2)
+    while [ "$busy" -gt 20 ] && [ "$waited" -lt "${BENCH_IDLE_WAIT:-60}" ]; do
+        printf 'machine is %s%% busy before measuring; waiting for it to settle (%ss so far)\n' "$busy" "$waited"
+        sleep 3
+        waited=$((waited + 5))
+        busy=$(machine_busy_pct 2)
+    done
+    printf 'machine %s%% busy before measuring\n' "$busy"
+    BUSY_BEFORE="${BUSY_BEFORE:+$BUSY_BEFORE, }$1 $busy%"
+}
+
 
 # ---------------------------------------------------------------- cleanup
 SERVER_PID=""
@@ -157,12 +191,22 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- build
-step "cargo build --release"
-cargo build --release
-[ -x "$BIN" ] || die "$BIN was not built"
+if [ "${BENCH_SKIP_BUILD:-0}" = 1 ]; then
+    step "BENCH_SKIP_BUILD=1: using the existing target/release binaries"
+    { [ -x "$BIN" ] && [ -x "$ROOT/target/release/examples/hash_cost" ]; } \
+        || die "no target/release/castellan or examples/hash_cost; run without BENCH_SKIP_BUILD"
+    hash_cmd=("$ROOT/target/release/examples/hash_cost")
+else
+    step "cargo build --release"
+    cargo build --release
+    [ -x "$BIN" ] || die "$BIN was not built"
+    cargo build --release --example hash_cost
+    hash_cmd=(cargo run --release --example hash_cost)
+fi
 
-step "cargo run --release --example hash_cost (30 sequential Argon2id hashes, 1 thread)"
-hash_out=$(cargo run --release --example hash_cost)
+wait_quiet hash_cost
+step "${hash_cmd[*]} (30 sequential Argon2id hashes, 1 thread)"
+hash_out=$("${hash_cmd[@]}")
 printf '%s\n' "$hash_out"
 HASH_MS=$(printf '%s\n' "$hash_out" | sed -n 's/.*hash_median_ms=\([0-9.]*\).*/\1/p' | tail -n 1)
 [ -n "$HASH_MS" ] || die "could not read hash_median_ms from the hash_cost example"
@@ -253,7 +297,8 @@ PY
     esac
 }
 
-# wrk_run NAME CONNS SECONDS SCRIPT [SCRIPT ARGS...]: output in $OUT/NAME.txt
+# wrk_run NAME CONNS SECONDS SCRIPT [SCRIPT ARGS...]: output in $OUT/NAME.txt,
+# wrk's own CPU seconds ("user sys") in $OUT/NAME.wrkcpu.
 wrk_run() {
     local name=$1 conns=$2 secs=$3 script=$4 url
     shift 4
@@ -262,8 +307,22 @@ wrk_run() {
         login.lua) url=$BASE/v1/login ;;
         *) url=$BASE/health/live ;;
     esac
-    wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout 10s --latency \
-        -s "$BENCH/wrk/$script" "$url" -- "$@" >"$OUT/$name.txt" 2>&1
+    local TIMEFORMAT='%U %S'
+    { time wrk -t"$WRK_THREADS" -c"$conns" -d"${secs}s" --timeout 10s --latency \
+        -s "$BENCH/wrk/$script" "$url" -- "$@" >"$OUT/$name.txt" 2>&1; } 2>"$OUT/$name.wrkcpu"
+}
+
+cpu_snap() { python3 "$BENCH/cpu.py" snap "${SERVER_PID:-0}" "${PG_DATA:-}" >"$1"; }
+
+# result_line NAME: checks wrk's result and appends the CPU line of the window.
+result_line() {
+    local name=$1 window=$2
+    shift 2
+    grep -q '^BENCH ' "$OUT/$name.txt" || { cat "$OUT/$name.txt" >&2; die "wrk printed no result for $name"; }
+    local cpu
+    cpu=$(python3 "$BENCH/cpu.py" diff "$OUT/$window.cpu0" "$OUT/$window.cpu1" "$DURATION" "$@")
+    printf 'CPU %s\n' "$cpu" >>"$OUT/$name.txt"
+    printf '%-14s %s %s\n' "$name" "$(grep '^BENCH ' "$OUT/$name.txt" | cut -c7-)" "$cpu"
 }
 
 # bench_phase NAME CONNS SCRIPT [ARGS...]: warm-up, then the measured run.
@@ -271,31 +330,31 @@ bench_phase() {
     local name=$1 conns=$2 script=$3
     shift 3
     wrk_run "$name.warmup" "$conns" "$WARMUP" "$script" "$@"
+    cpu_snap "$OUT/$name.cpu0"
     wrk_run "$name" "$conns" "$DURATION" "$script" "$@"
-    grep -q '^BENCH ' "$OUT/$name.txt" || { cat "$OUT/$name.txt" >&2; die "wrk printed no result for $name"; }
-    printf '%-8s %s\n' "$name" "$(grep '^BENCH ' "$OUT/$name.txt" | cut -c7-)"
+    cpu_snap "$OUT/$name.cpu1"
+    result_line "$name" "$name" "$OUT/$name.wrkcpu"
 }
 
+# mixed_phase: session checks and logins at the same time (two wrk processes).
 mixed_phase() {
-    local secs
-    for secs in "$WARMUP" "$DURATION"; do
-        local suffix=""
-        [ "$secs" = "$DURATION" ] || suffix=.warmup
+    local run secs suffix pid rc
+    for run in warmup measure; do
+        if [ "$run" = warmup ]; then secs=$WARMUP suffix=.warmup; else secs=$DURATION suffix=""; fi
+        [ -n "$suffix" ] || cpu_snap "$OUT/mixed.cpu0"
         WRK_PIDS=()
         wrk_run "mixed_session$suffix" "$SESSION_CONNS" "$secs" session.lua "$TOKENS" &
         WRK_PIDS+=($!)
         wrk_run "mixed_login$suffix" "$LOGIN_CONNS" "$secs" login.lua "$USERS" "$PASSWORD" &
         WRK_PIDS+=($!)
-        local pid rc=0
+        rc=0
         for pid in "${WRK_PIDS[@]}"; do wait "$pid" || rc=$?; done
         WRK_PIDS=()
         [ "$rc" -eq 0 ] || die "wrk failed in the mixed phase"
+        [ -n "$suffix" ] || cpu_snap "$OUT/mixed.cpu1"
     done
-    local name
-    for name in mixed_session mixed_login; do
-        grep -q '^BENCH ' "$OUT/$name.txt" || { cat "$OUT/$name.txt" >&2; die "wrk printed no result for $name"; }
-        printf '%-14s %s\n' "$name" "$(grep '^BENCH ' "$OUT/$name.txt" | cut -c7-)"
-    done
+    result_line mixed_session mixed "$OUT/mixed_session.wrkcpu" "$OUT/mixed_login.wrkcpu"
+    result_line mixed_login mixed "$OUT/mixed_session.wrkcpu" "$OUT/mixed_login.wrkcpu"
 }
 
 measure() {
@@ -400,6 +459,7 @@ SQL
     verify_seed
     printf 'seeding and start-up took %ss\n' "$(($(date +%s) - t0))"
 
+    wait_quiet "$BACKEND"
     step "$BACKEND: measuring (wrk, $WRK_THREADS threads, ${WARMUP}s warm-up + ${DURATION}s per phase)"
     measure
     stop_server
@@ -407,15 +467,16 @@ SQL
     # Server log: warnings/errors and 5xx responses it recorded.
     errors=$(grep -c '"level":"ERROR"' "$LOG" || true)
     warns=$(grep -c '"level":"WARN"' "$LOG" || true)
-    printf 'castellan log: %s ERROR, %s WARN lines\n' "$errors" "$warns"
+    fivexx=$(grep -c '"status":5[0-9][0-9]' "$LOG" || true)
+    printf 'castellan log: %s ERROR, %s WARN lines, %s responses with a 5xx status\n' "$errors" "$warns" "$fivexx"
     {
         printf 'backend=%s' "$BACKEND"
         for name in health session login mixed_session mixed_login; do
-            line=$(grep '^BENCH ' "$OUT/$name.txt" | tail -n 1 | cut -c7-)
+            line="$(grep '^BENCH ' "$OUT/$name.txt" | tail -n 1 | cut -c7-) $(grep '^CPU ' "$OUT/$name.txt" | tail -n 1 | cut -c5-)"
             # prefix each key with the phase name
             printf ' %s' "$(printf '%s' "$line" | sed "s/\([a-z0-9_]*\)=/$name.\1=/g")"
         done
-        printf ' log_errors=%s log_warns=%s\n' "$errors" "$warns"
+        printf ' log_errors=%s log_warns=%s log_5xx=%s\n' "$errors" "$warns" "$fivexx"
     } >>"$RUN_ROWS"
     if [ "$errors" -gt 0 ] || [ "$warns" -gt 0 ]; then
         # Distinct messages (the fields that vary per request removed).
@@ -429,10 +490,11 @@ for line in sys.stdin:
     except ValueError:
         c[line.strip()[:200]] += 1
         continue
-    f = e.get("fields", {})
-    c[(e.get("level"), e.get("target"), f.get("message"), f.get("error"), f.get("status"))] += 1
+    f = dict(e, **e.get("fields", {}))
+    key = " ".join(f"{k}={f[k]!r}" for k in ("level", "target", "message", "error", "status") if k in f)
+    c[key] += 1
 for k, n in c.most_common(8):
-    print(n, k)
+    print(f"{n:>7} x {k[:300]}")
 ' >"$OUT/log_excerpt.txt" || true
         sed 's/^/    /' "$OUT/log_excerpt.txt"
         cp "$OUT/log_excerpt.txt" "$BENCH_TMP/log_excerpt_$BACKEND.txt"
@@ -452,7 +514,7 @@ REPORT_ENV=(
     USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" WRK_THREADS="$WRK_THREADS"
     SESSION_CONNS="$SESSION_CONNS" LOGIN_CONNS="$LOGIN_CONNS" HEALTH_CONNS="$HEALTH_CONNS"
     WRK_VERSION="$WRK_VERSION" GIT_REV="$GIT_REV" PG_VERSION="${PG_VERSION:-}"
-    ELAPSED="$elapsed" DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" BENCH_TMP="$BENCH_TMP"
+    ELAPSED="$elapsed" HASH_CMD="${hash_cmd[*]}" BUSY_BEFORE="${BUSY_BEFORE:-}" DATE="$(date -u '+%Y-%m-%d %H:%M:%S UTC')" BENCH_TMP="$BENCH_TMP"
     RUSTC="$(rustc --version 2>/dev/null || echo unknown)"
 )
 env "${REPORT_ENV[@]}" python3 - >"$RESULTS/latest.md" <<'PY'
@@ -490,21 +552,28 @@ p(f"- load: wrk {E['WRK_VERSION']}, {E['WRK_THREADS']} threads, {E['DURATION']} 
 p(f"- data: {int(E['USERS']):,} users and {int(E['USERS']):,} sessions seeded per backend; "
   f"PostgreSQL {E.get('PG_VERSION') or 'n/a'} throwaway cluster (default settings, ssl off, TCP on 127.0.0.1)")
 p(f"- Argon2id (19456 KiB, t=2, p=1), one thread: median {hash_ms:.1f} ms per hash "
-  f"(`cargo run --release --example hash_cost`), so the ideal login rate is "
+  f"(`{E['HASH_CMD'].replace(os.getcwd() + '/', '')}`), so the ideal login rate is "
   f"{nproc} CPUs / {hash_ms/1000:.4f} s = {ideal_logins:.1f} logins/s")
-p(f"- whole run: {int(E['ELAPSED'])} s")
+p(f"- whole run: {int(E['ELAPSED'])} s; CPU busy just before measuring: {E.get('BUSY_BEFORE') or 'n/a'}")
+p("- CPU columns: share of all CPUs during the phase used by the server (castellan, plus PostgreSQL), "
+  "by wrk, and by everything else")
 p("")
 
+disturbed = []
 for d in rows:
     b = d["backend"]
     p(f"## {'SQLite' if b == 'sqlite' else 'PostgreSQL'}")
     p("")
-    p("| phase | connections | requests/s | p50 ms | p99 ms | non-2xx | socket errors |")
-    p("|---|---:|---:|---:|---:|---:|---:|")
+    p("| phase | connections | requests/s | p50 ms | p99 ms | non-2xx | socket errors | CPU server / wrk / other % |")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|")
     def line(label, phase, conns, rps=None):
         r = f(d, f"{phase}.rps") if rps is None else rps
+        other = f(d, phase + ".cpu_other_pct")
+        if other > 10:
+            disturbed.append(f"{d['backend']} {phase} ({other:.0f}% other)")
         p(f"| {label} | {conns} | {r:,.1f} | {f(d, phase + '.p50_ms'):.2f} | {f(d, phase + '.p99_ms'):.2f} "
-          f"| {int(f(d, phase + '.non2xx'))} | {int(f(d, phase + '.socket_errors'))} |")
+          f"| {int(f(d, phase + '.non2xx'))} | {int(f(d, phase + '.socket_errors'))} "
+          f"| {f(d, phase + '.cpu_server_pct'):.0f} / {f(d, phase + '.cpu_wrk_pct'):.0f} / {other:.0f} |")
     line("GET /health/live", "health", E["HEALTH_CONNS"])
     line("GET /v1/session (idle)", "session", E["SESSION_CONNS"])
     line("POST /v1/login, successful/s", "login", E["LOGIN_CONNS"], ok_logins(d, "login"))
@@ -516,7 +585,8 @@ for d in rows:
         codes = sorted((k.split("status_")[1], int(float(v))) for k, v in d.items() if k.startswith(phase + ".status_"))
         statuses.append(f"{phase}: " + ", ".join(f"{c}: {n}" for c, n in codes))
     p("Login responses by status: " + "; ".join(statuses) + ".")
-    p(f"castellan log: {d.get('log_errors', '0')} ERROR and {d.get('log_warns', '0')} WARN lines.")
+    p(f"castellan log: {d.get('log_errors', '0')} ERROR and {d.get('log_warns', '0')} WARN lines, "
+      f"{d.get('log_5xx', '0')} responses logged with a 5xx status.")
     excerpt = os.path.join(E["BENCH_TMP"], f"log_excerpt_{b}.txt")
     if os.path.exists(excerpt):
         p("")
@@ -536,6 +606,10 @@ for d in rows:
     mark = lambda good: "ok" if good else "MISSED"
     p(f"| {d['backend']} | {r1:.3f} ({mark(r1 >= 0.3)}) | {r2:.3f} ({mark(r2 >= 0.8)}) | {r3:.2f} ({mark(r3 <= 2)}) |")
 p("")
+if disturbed:
+    p("**Warning: other processes used more than 10% of the machine during " + ", ".join(disturbed)
+      + "; those numbers are disturbed. Re-run on a quiet machine.**")
+    p("")
 p("Notes: login rps counts 200 responses only; non-2xx counts responses with status >= 400 "
   "(for logins, 503 means the hashing queue was full). Before each session phase the seeded sessions' "
   "`last_seen_at` is set to now, so the measured session checks are reads (castellan writes "

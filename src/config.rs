@@ -122,6 +122,72 @@ pub const SETTINGS: &[Setting] = &[
         "every user must enrol TOTP before doing anything else",
     ),
     s(
+        "password_min_strength",
+        "3",
+        "lowest zxcvbn score (0-4) a new password must reach",
+    ),
+    s(
+        "password_context_words",
+        "",
+        "comma-separated words (e.g. the organisation name) refused inside passwords",
+    ),
+    s(
+        "public_base_url",
+        "http://127.0.0.1:8080",
+        "origin used in mailed links (https in production)",
+    ),
+    s(
+        "rate_registration_per_ip",
+        "30/10m",
+        "registrations one client address may attempt per window",
+    ),
+    s(
+        "rate_login_per_ip",
+        "120/1m",
+        "logins one client address may attempt per window",
+    ),
+    s(
+        "rate_reset_per_ip",
+        "20/10m",
+        "password-reset requests per client address per window",
+    ),
+    s(
+        "rate_verification_per_ip",
+        "20/10m",
+        "verification requests per client address per window",
+    ),
+    s(
+        "rate_mfa_per_ip",
+        "60/1m",
+        "second-factor attempts per client address per window",
+    ),
+    s(
+        "reset_mails_per_account",
+        "3/1h",
+        "reset mails one account receives per window (more requests still get 202)",
+    ),
+    s(
+        "verification_mails_per_account",
+        "3/1h",
+        "verification mails one account may request per window",
+    ),
+    s(
+        "login_backoff_after",
+        "5",
+        "consecutive failures (account and address) before exponential back-off",
+    ),
+    s("login_backoff_max", "15m", "longest back-off"),
+    s(
+        "account_failures_per_hour",
+        "20",
+        "failures per account from any address per hour before back-off",
+    ),
+    s(
+        "factor_hard_stop",
+        "100",
+        "consecutive failures after which a factor is disabled until reset",
+    ),
+    s(
         "password_min_length",
         "15",
         "minimum password length in characters (never below 8)",
@@ -157,7 +223,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "mail_transport",
         "file",
-        "`file` (writes .eml files) or `smtp`",
+        "`file` (writes .eml files) or `smtp` (sends through `smtp_host`)",
     ),
     s(
         "mail_dir",
@@ -167,7 +233,41 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "mail_from",
         "castellan <no-reply@localhost>",
-        "sender of notification mail",
+        "sender of notification mail, `Name <address>` or `address`",
+    ),
+    s(
+        "mail_retry_attempts",
+        "5",
+        "attempts to deliver one message (default 5, 1 to 20), waiting 1s, 2s, 4s, ... between them",
+    ),
+    s(
+        "smtp_host",
+        "",
+        "SMTP server host name or IP address (default unset; required when mail_transport is `smtp`)",
+    ),
+    s(
+        "smtp_port",
+        "587",
+        "SMTP server port (default 587; usually 465 with smtp_tls = `tls`)",
+    ),
+    s(
+        "smtp_tls",
+        "starttls",
+        "`starttls` (default, TLS required), `tls` (implicit TLS) or `none` (only for a loopback smtp_host)",
+    ),
+    s(
+        "smtp_username",
+        "",
+        "SMTP user name (default unset: no authentication); needs smtp_password",
+    ),
+    secret(
+        "smtp_password",
+        "SMTP password (default unset); needs smtp_username",
+    ),
+    s(
+        "smtp_ca_file",
+        "",
+        "PEM file of extra CA certificates trusted for the SMTP server (default unset: public web PKI roots only)",
     ),
     s(
         "totp_issuer",
@@ -235,6 +335,44 @@ pub enum MailTransport {
     Smtp,
 }
 
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS; the upgrade is required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// No TLS at all: only allowed for a loopback relay.
+    None,
+}
+
+/// The SMTP transport settings (used when `mail_transport = smtp`).
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// Host name or IP address, without brackets; empty means unset.
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// `smtp_ca_file` and its content, read and checked at start-up.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
 /// Which database backend and where.
 #[derive(Clone)]
 pub enum DatabaseConfig {
@@ -272,6 +410,29 @@ pub struct SessionConfig {
     pub cleanup_interval: Duration,
 }
 
+/// `N` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u64,
+    pub window: Duration,
+}
+
+/// Rate limits and back-off (docs/security/brute-force.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub registration_per_ip: Rate,
+    pub login_per_ip: Rate,
+    pub reset_per_ip: Rate,
+    pub verification_per_ip: Rate,
+    pub mfa_per_ip: Rate,
+    pub reset_mails_per_account: Rate,
+    pub verification_mails_per_account: Rate,
+    pub backoff_after: u64,
+    pub backoff_max: Duration,
+    pub account_failures_per_hour: u64,
+    pub factor_hard_stop: u64,
+}
+
 /// The validated, immutable configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -287,8 +448,14 @@ pub struct Config {
     pub previous_secret_key: Option<SecretBytes>,
     pub session: SessionConfig,
     pub require_mfa: bool,
+    /// Origin of mailed links, without a trailing slash.
+    pub public_base_url: String,
+    pub limits: Limits,
     pub password_min_length: usize,
     pub password_max_length: usize,
+    pub password_min_strength: u8,
+    /// Built-in context words plus the configured ones, folded.
+    pub password_context_words: Vec<String>,
     pub argon2: Argon2Config,
     pub hash_threads: usize,
     pub hash_queue: usize,
@@ -297,6 +464,9 @@ pub struct Config {
     pub mail_transport: MailTransport,
     pub mail_dir: PathBuf,
     pub mail_from: String,
+    /// Delivery attempts per message (1 means no retry).
+    pub mail_retry_attempts: u32,
+    pub smtp: SmtpConfig,
     pub totp_issuer: String,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -449,6 +619,40 @@ impl Config {
         });
         let max_per_user = p.parse("session_max_per_user", |v| parse_int_in(v, 1, 1000));
         let require_mfa = p.parse("require_mfa", parse_bool);
+        let password_min_strength = p.parse("password_min_strength", |v| parse_int_in(v, 0, 4));
+        let password_context_words = p.parse("password_context_words", |v| {
+            let mut words = crate::domain::password::builtin_context_words();
+            words.extend(
+                v.split(',')
+                    .map(crate::domain::password::fold_context)
+                    .filter(|w| !w.is_empty()),
+            );
+            if words.iter().any(|w| w.chars().count() < 3) {
+                return Err("each word needs at least 3 characters".into());
+            }
+            Ok(words)
+        });
+        let public_base_url = p.parse("public_base_url", |v| {
+            let ok = (v.starts_with("https://") || v.starts_with("http://"))
+                && !v.ends_with('/')
+                && v.len() < 200
+                && !v.chars().any(|c| c.is_whitespace() || c.is_control() || "\\\"<>`#?".contains(c));
+            if ok { Ok(v.to_string()) } else { Err("must be an origin like https://auth.example.com (no trailing slash, path or query)".into()) }
+        });
+        let registration_per_ip = p.parse("rate_registration_per_ip", parse_rate);
+        let login_per_ip = p.parse("rate_login_per_ip", parse_rate);
+        let reset_per_ip = p.parse("rate_reset_per_ip", parse_rate);
+        let verification_per_ip = p.parse("rate_verification_per_ip", parse_rate);
+        let mfa_per_ip = p.parse("rate_mfa_per_ip", parse_rate);
+        let reset_mails_per_account = p.parse("reset_mails_per_account", parse_rate);
+        let verification_mails_per_account = p.parse("verification_mails_per_account", parse_rate);
+        let backoff_after = p.parse("login_backoff_after", |v| parse_int_in(v, 1, 1000));
+        let backoff_max = p.parse("login_backoff_max", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+        });
+        let account_failures_per_hour =
+            p.parse("account_failures_per_hour", |v| parse_int_in(v, 1, 100_000));
+        let factor_hard_stop = p.parse("factor_hard_stop", |v| parse_int_in(v, 1, 100));
         let password_min_length = p.parse("password_min_length", |v| parse_int_in(v, 8, 64));
         let password_max_length = p.parse("password_max_length", |v| parse_int_in(v, 64, 4096));
         let memory_kib = p.parse("argon2_memory_kib", |v| {
@@ -475,12 +679,36 @@ impl Config {
         });
         let mail_dir = p.parse("mail_dir", nonempty_path);
         let mail_from = p.parse("mail_from", |v| {
-            if v.is_empty() || v.len() > 200 || v.chars().any(char::is_control) {
+            if v.is_empty()
+                || v.len() > 200
+                || v.chars().any(char::is_control)
+                || v.parse::<lettre::message::Mailbox>().is_err()
+            {
                 Err("must be a sender like `castellan <no-reply@example.com>`".into())
             } else {
                 Ok(v.to_string())
             }
         });
+        let mail_retry_attempts = p.parse("mail_retry_attempts", |v| parse_int_in(v, 1, 20));
+        let smtp_host = p.parse("smtp_host", parse_smtp_host);
+        let smtp_port = p.parse("smtp_port", |v| parse_int_in(v, 1, 65535));
+        let smtp_tls = p.parse("smtp_tls", |v| match v {
+            "starttls" => Ok(SmtpTls::StartTls),
+            "tls" => Ok(SmtpTls::Implicit),
+            "none" => Ok(SmtpTls::None),
+            _ => Err("must be `starttls`, `tls` or `none`".into()),
+        });
+        let smtp_username = p.parse("smtp_username", |v| {
+            if v.chars().any(char::is_control) || v.len() > 256 {
+                Err("must be at most 256 printable characters".into())
+            } else {
+                Ok((!v.is_empty()).then(|| v.to_string()))
+            }
+        });
+        let smtp_password = p.parse("smtp_password", |v| {
+            Ok((!v.is_empty()).then(|| SecretString::from(v.to_string())))
+        });
+        let smtp_ca = p.parse("smtp_ca_file", read_ca_file);
         let totp_issuer = p.parse("totp_issuer", |v| {
             if v.is_empty() || v.len() > 64 || v.contains(':') || v.chars().any(char::is_control) {
                 Err("must be 1 to 64 printable characters without `:`".into())
@@ -534,8 +762,24 @@ impl Config {
                 cleanup_interval: cleanup_interval?,
             },
             require_mfa: require_mfa?,
+            public_base_url: public_base_url?,
+            limits: Limits {
+                registration_per_ip: registration_per_ip?,
+                login_per_ip: login_per_ip?,
+                reset_per_ip: reset_per_ip?,
+                verification_per_ip: verification_per_ip?,
+                mfa_per_ip: mfa_per_ip?,
+                reset_mails_per_account: reset_mails_per_account?,
+                verification_mails_per_account: verification_mails_per_account?,
+                backoff_after: backoff_after?,
+                backoff_max: backoff_max?,
+                account_failures_per_hour: account_failures_per_hour?,
+                factor_hard_stop: factor_hard_stop?,
+            },
             password_min_length: usize::try_from(min).ok()?,
             password_max_length: usize::try_from(max).ok()?,
+            password_min_strength: u8::try_from(password_min_strength?).ok()?,
+            password_context_words: password_context_words?,
             argon2: Argon2Config {
                 memory_kib: u32::try_from(memory_kib?).ok()?,
                 iterations: u32::try_from(iterations?).ok()?,
@@ -548,6 +792,19 @@ impl Config {
             mail_transport: mail_transport?,
             mail_dir: mail_dir?,
             mail_from: mail_from?,
+            mail_retry_attempts: u32::try_from(mail_retry_attempts?).ok()?,
+            smtp: {
+                let (ca_file, ca_pem) = smtp_ca?.unzip();
+                SmtpConfig {
+                    host: smtp_host?,
+                    port: u16::try_from(smtp_port?).ok()?,
+                    tls: smtp_tls?,
+                    username: smtp_username?,
+                    password: smtp_password?,
+                    ca_file,
+                    ca_pem,
+                }
+            },
             totp_issuer: totp_issuer?,
             log_format: log_format?.unwrap_or(match profile {
                 Profile::Dev => LogFormat::Pretty,
@@ -583,12 +840,7 @@ impl Config {
         if self.session.idle_timeout > self.session.lifetime {
             fail("session_idle_timeout", "must not exceed session_lifetime");
         }
-        if self.mail_transport == MailTransport::Smtp {
-            fail(
-                "mail_transport",
-                "`smtp` is not available in this build yet; use `file` (see docs/configuration.md)",
-            );
-        }
+        self.check_smtp(&mut fail);
         if self.profile == Profile::Production {
             if self.secret_key.is_none() {
                 fail(
@@ -608,6 +860,12 @@ impl Config {
                     "debug and trace logging are refused in production; use `info`",
                 );
             }
+            if !self.public_base_url.starts_with("https://") {
+                fail(
+                    "public_base_url",
+                    "must use https:// in production (mailed links carry tokens)",
+                );
+            }
             if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
                 fail(
                     "admin_listen",
@@ -616,6 +874,88 @@ impl Config {
             }
         }
     }
+}
+
+impl Config {
+    /// The rules of the SMTP settings (only checked for `mail_transport = smtp`).
+    fn check_smtp(&self, fail: &mut impl FnMut(&str, &str)) {
+        if self.mail_transport != MailTransport::Smtp {
+            return;
+        }
+        let smtp = &self.smtp;
+        if smtp.host.is_empty() {
+            fail(
+                "smtp_host",
+                "is required when mail_transport is `smtp`: set CASTELLAN_SMTP_HOST to the SMTP server",
+            );
+            return;
+        }
+        if smtp.tls == SmtpTls::None && !is_loopback_host(&smtp.host) {
+            fail(
+                "smtp_tls",
+                "`none` sends mail and passwords in clear text and is only allowed when smtp_host is a loopback address (127.0.0.1, ::1 or localhost); use `starttls` or `tls`",
+            );
+        }
+        if smtp.username.is_some() != smtp.password.is_some() {
+            fail(
+                "smtp_username",
+                "smtp_username and smtp_password must be set together",
+            );
+        }
+        if let Err(problem) = crate::mail::check_smtp_tls(smtp) {
+            let setting = if smtp.ca_pem.is_some() {
+                "smtp_ca_file"
+            } else {
+                "smtp_host"
+            };
+            fail(setting, &problem);
+        }
+    }
+}
+
+/// A host name (letters, digits, `-`, `.`) or an IP address; brackets
+/// around an IPv6 address are removed. Empty means unset.
+fn parse_smtp_host(v: &str) -> Result<String, String> {
+    let host = v
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(v);
+    if host.is_empty() || host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(host.to_string());
+    }
+    let ok = host.len() <= 253
+        && host.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if ok {
+        Ok(host.to_string())
+    } else {
+        Err("must be a host name or an IP address, without a port (set smtp_port)".into())
+    }
+}
+
+/// `localhost` or a loopback IP address.
+fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads a PEM file of CA certificates; empty means unset.
+fn read_ca_file(v: &str) -> Result<Option<(PathBuf, Vec<u8>)>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let pem = std::fs::read(v).map_err(|e| format!("cannot read the file ({})", e.kind()))?;
+    if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+        return Err("must be a PEM file with at least one CERTIFICATE block".into());
+    }
+    Ok(Some((PathBuf::from(v), pem)))
 }
 
 /// Collects errors while parsing each raw value.
@@ -768,6 +1108,19 @@ fn insert_value(
         value
     };
     raw.insert(setting.key, Raw { value, source });
+}
+
+/// A rate written `N/duration`, e.g. `30/10m`.
+fn parse_rate(v: &str) -> Result<Rate, String> {
+    let hint = "must be a count and a window like 30/10m";
+    let (n, window) = v.split_once('/').ok_or_else(|| hint.to_string())?;
+    let limit = parse_int_in(n.trim(), 1, 1_000_000_000)?;
+    let window = parse_duration_in(
+        window.trim(),
+        Duration::from_secs(1),
+        Duration::from_secs(7 * 24 * 3600),
+    )?;
+    Ok(Rate { limit, window })
 }
 
 /// Base64 of at least 32 random bytes; empty means unset.

@@ -278,6 +278,8 @@ mod tests {
             &PasswordPolicy {
                 min_length: 8,
                 max_length: 1024,
+                min_strength: 0,
+                context_words: Vec::new(),
             },
         )
         .unwrap()

@@ -36,6 +36,8 @@ impl Auth {
         PasswordPolicy {
             min_length: self.config.password_min_length,
             max_length: self.config.password_max_length,
+            min_strength: self.config.password_min_strength,
+            context_words: self.config.password_context_words.clone(),
         }
     }
 }

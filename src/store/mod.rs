@@ -239,9 +239,99 @@ pub trait MfaStore: Send + Sync {
     async fn record_mfa_failure(&self, session: Uuid) -> Result<u32, StoreError>;
 }
 
+/// What a mailed single-use token is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    PasswordReset,
+    EmailVerification,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::PasswordReset => "password_reset",
+            TokenPurpose::EmailVerification => "email_verification",
+        }
+    }
+}
+
+/// Password changes and the mailed tokens of the account lifecycle.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
+    /// Stores a token, deleting the user's earlier unused tokens of the
+    /// same purpose (a newer token kills the older ones).
+    async fn issue_token(
+        &self,
+        hash: &TokenHash,
+        user: UserId,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Spends a live token of `purpose` once; the owner, or `None` when it
+    /// is unknown, used or expired.
+    async fn claim_token(
+        &self,
+        hash: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError>;
+    /// Resets the password with a token in one transaction: spends the
+    /// token, stores the hash, ends every session and every other reset
+    /// token. `None` (nothing written) when the token is not live.
+    async fn reset_password(
+        &self,
+        hash: &TokenHash,
+        phc: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError>;
+    /// Changes the password in one transaction: stores the hash, ends every
+    /// session but `keep`, deletes unused reset tokens.
+    async fn change_password(
+        &self,
+        user: UserId,
+        phc: &str,
+        keep: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    async fn mark_email_verified(&self, user: UserId) -> Result<(), StoreError>;
+}
+
+/// Shared counters for rate limits and back-off.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync {
+    /// Counts one hit in a fixed window of `window` for `key`; returns the
+    /// count in the current window and when that window started.
+    async fn throttle_hit(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> Result<(u64, OffsetDateTime), StoreError>;
+    /// Blocks `key` until `until` (keeps a later existing block).
+    async fn throttle_block(
+        &self,
+        key: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// The latest block among `keys` still in force at `now`.
+    async fn throttle_blocked_until(
+        &self,
+        keys: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError>;
+    /// The current count of `key` (0 when absent).
+    async fn throttle_count(&self, key: &str) -> Result<u64, StoreError>;
+    /// Forgets `keys` (after a success).
+    async fn throttle_clear(&self, keys: &[String]) -> Result<(), StoreError>;
+}
+
 /// Everything a backend provides.
 #[async_trait]
-pub trait Store: UserStore + SessionStore + EventStore + MfaStore {
+pub trait Store:
+    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore
+{
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Name for logs and metrics.

@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    BackupCodeHash, Credentials, Event, EventStore, MfaStore, NewEvent, NewSession, NewUser,
-    SessionStore, Store, StoreError, TotpRecord, UserStore,
+    AccountStore, BackupCodeHash, Credentials, Event, EventStore, MfaStore, NewEvent, NewSession,
+    NewUser, SessionStore, Store, StoreError, ThrottleStore, TokenPurpose, TotpRecord, UserStore,
 };
 use crate::config::Config;
 use crate::crypto::TokenHash;
@@ -741,6 +741,220 @@ impl MfaStore for PgStore {
                 .await
                 .map_err(map_err)?;
         Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
+    }
+}
+
+async fn claim_token_in(
+    tx: &mut Transaction<'static, Postgres>,
+    hash: &TokenHash,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> Result<Option<UserId>, StoreError> {
+    let owner: Option<Uuid> = sqlx::query_scalar(
+        "UPDATE account_tokens SET used_at = $1
+         WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1
+         RETURNING user_id",
+    )
+    .bind(now)
+    .bind(hash.0.as_slice())
+    .bind(purpose.as_str())
+    .fetch_optional(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    Ok(owner.map(UserId))
+}
+
+#[async_trait]
+impl AccountStore for PgStore {
+    async fn issue_token(
+        &self,
+        hash: &TokenHash,
+        user: UserId,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        sqlx::query(
+            "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
+        )
+        .bind(user.0)
+        .bind(purpose.as_str())
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        sqlx::query(
+            "INSERT INTO account_tokens (token_hash, user_id, purpose, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(hash.0.as_slice())
+        .bind(user.0)
+        .bind(purpose.as_str())
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn claim_token(
+        &self,
+        hash: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        let owner = claim_token_in(&mut tx, hash, purpose, now).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(owner)
+    }
+
+    async fn reset_password(
+        &self,
+        hash: &TokenHash,
+        phc: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        let Some(user) = claim_token_in(&mut tx, hash, TokenPurpose::PasswordReset, now).await?
+        else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+            .bind(phc)
+            .bind(now)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(user))
+    }
+
+    async fn change_password(
+        &self,
+        user: UserId,
+        phc: &str,
+        keep: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = begin(&self.pool).await?;
+        sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+            .bind(phc)
+            .bind(now)
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
+            .bind(user.0)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL")
+            .bind(user.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn mark_email_verified(&self, user: UserId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
+            .bind(user.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ThrottleStore for PgStore {
+    async fn throttle_hit(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: std::time::Duration,
+    ) -> Result<(u64, OffsetDateTime), StoreError> {
+        let (count, start): (i64, OffsetDateTime) = sqlx::query_as(
+            "INSERT INTO throttles (key, count, window_start) VALUES ($1, 1, $2)
+             ON CONFLICT (key) DO UPDATE SET
+                 count = CASE WHEN throttles.window_start <= $3 THEN 1 ELSE throttles.count + 1 END,
+                 window_start = CASE WHEN throttles.window_start <= $3 THEN $2 ELSE throttles.window_start END
+             RETURNING count, window_start",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(now - window)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok((u64::try_from(count).unwrap_or(0), start))
+    }
+
+    async fn throttle_block(
+        &self,
+        key: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO throttles (key, count, window_start, blocked_until) VALUES ($1, 0, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET blocked_until = GREATEST(throttles.blocked_until, $3)",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(until)
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn throttle_blocked_until(
+        &self,
+        keys: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT max(blocked_until) FROM throttles WHERE key = ANY($1) AND blocked_until > $2",
+        )
+        .bind(keys)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    async fn throttle_count(&self, key: &str) -> Result<u64, StoreError> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT count FROM throttles WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+
+    async fn throttle_clear(&self, keys: &[String]) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM throttles WHERE key = ANY($1)")
+            .bind(keys)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(())
     }
 }
 

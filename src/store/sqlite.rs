@@ -21,8 +21,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    BackupCodeHash, Credentials, Event, EventStore, MfaStore, NewEvent, NewSession, NewUser,
-    SessionStore, Store, StoreError, TotpRecord, UserStore,
+    AccountStore, BackupCodeHash, Credentials, Event, EventStore, MfaStore, NewEvent, NewSession,
+    NewUser, SessionStore, Store, StoreError, ThrottleStore, TokenPurpose, TotpRecord, UserStore,
 };
 use crate::crypto::TokenHash;
 use crate::domain::{Aal, Email, Session, User, UserId};
@@ -819,6 +819,233 @@ impl MfaStore for SqliteStore {
             .optional()
             .map(|n| n.unwrap_or(u32::MAX))
             .map_err(map_err)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AccountStore for SqliteStore {
+    async fn issue_token(
+        &self,
+        hash: &TokenHash,
+        user: UserId,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let hash = *hash;
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = ?2 AND used_at IS NULL",
+                params![user.0.to_string(), purpose.as_str()],
+            )
+            .map_err(map_err)?;
+            tx.execute(
+                "INSERT INTO account_tokens (token_hash, user_id, purpose, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![hash.0.as_slice(), user.0.to_string(), purpose.as_str(), to_ms(now), to_ms(expires_at)],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn claim_token(
+        &self,
+        hash: &TokenHash,
+        purpose: TokenPurpose,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError> {
+        let hash = *hash;
+        self.write(move |conn| claim_token_in(conn, &hash, purpose, now))
+            .await
+    }
+
+    async fn reset_password(
+        &self,
+        hash: &TokenHash,
+        phc: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<UserId>, StoreError> {
+        let (hash, phc) = (*hash, phc.to_string());
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+            let Some(user) = claim_token_in(&tx, &hash, TokenPurpose::PasswordReset, now)? else {
+                return Ok(None);
+            };
+            let id = user.0.to_string();
+            tx.execute(
+                "UPDATE users SET password_hash = ?1, password_changed_at = ?2 WHERE id = ?3",
+                params![phc, to_ms(now), id],
+            )
+            .map_err(map_err)?;
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [&id]).map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = 'password_reset' AND used_at IS NULL",
+                [&id],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)?;
+            Ok(Some(user))
+        })
+        .await
+    }
+
+    async fn change_password(
+        &self,
+        user: UserId,
+        phc: &str,
+        keep: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let phc = phc.to_string();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
+            let id = user.0.to_string();
+            tx.execute(
+                "UPDATE users SET password_hash = ?1, password_changed_at = ?2 WHERE id = ?3",
+                params![phc, to_ms(now), id],
+            )
+            .map_err(map_err)?;
+            tx.execute("DELETE FROM sessions WHERE user_id = ?1 AND id <> ?2", params![id, keep.to_string()])
+                .map_err(map_err)?;
+            tx.execute(
+                "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = 'password_reset' AND used_at IS NULL",
+                [&id],
+            )
+            .map_err(map_err)?;
+            tx.commit().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn mark_email_verified(&self, user: UserId) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE users SET email_verified = 1 WHERE id = ?1",
+                [user.0.to_string()],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+fn claim_token_in(
+    conn: &Connection,
+    hash: &TokenHash,
+    purpose: TokenPurpose,
+    now: OffsetDateTime,
+) -> Result<Option<UserId>, StoreError> {
+    let owner: Option<String> = conn
+        .query_row(
+            "UPDATE account_tokens SET used_at = ?1
+             WHERE token_hash = ?2 AND purpose = ?3 AND used_at IS NULL AND expires_at > ?1
+             RETURNING user_id",
+            params![to_ms(now), hash.0.as_slice(), purpose.as_str()],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(map_err)?;
+    owner
+        .map(|o| parse_uuid(&o).map(UserId).map_err(map_err))
+        .transpose()
+}
+
+fn json_keys(keys: &[String]) -> String {
+    serde_json::to_string(keys).unwrap_or_else(|_| "[]".into())
+}
+
+#[async_trait]
+impl ThrottleStore for SqliteStore {
+    async fn throttle_hit(
+        &self,
+        key: &str,
+        now: OffsetDateTime,
+        window: Duration,
+    ) -> Result<(u64, OffsetDateTime), StoreError> {
+        let key = key.to_string();
+        self.write(move |conn| {
+            let (count, start): (i64, i64) = conn
+                .prepare_cached(
+                    "INSERT INTO throttles (key, count, window_start) VALUES (?1, 1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET
+                         count = CASE WHEN throttles.window_start <= ?3 THEN 1 ELSE throttles.count + 1 END,
+                         window_start = CASE WHEN throttles.window_start <= ?3 THEN ?2 ELSE throttles.window_start END
+                     RETURNING count, window_start",
+                )
+                .and_then(|mut st| st.query_row(params![key, to_ms(now), to_ms(now - window)], |r| Ok((r.get(0)?, r.get(1)?))))
+                .map_err(map_err)?;
+            Ok((u64::try_from(count).unwrap_or(0), from_ms(start).map_err(map_err)?))
+        })
+        .await
+    }
+
+    async fn throttle_block(
+        &self,
+        key: &str,
+        until: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let key = key.to_string();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO throttles (key, count, window_start, blocked_until) VALUES (?1, 0, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET blocked_until = max(coalesce(throttles.blocked_until, 0), ?3)",
+                params![key, to_ms(now), to_ms(until)],
+            )
+            .map_err(map_err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn throttle_blocked_until(
+        &self,
+        keys: &[String],
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, StoreError> {
+        let keys = json_keys(keys);
+        self.read(move |conn| {
+            let until: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT max(blocked_until) FROM throttles
+                     WHERE key IN (SELECT value FROM json_each(?1)) AND blocked_until > ?2",
+                )
+                .and_then(|mut st| st.query_row(params![keys, to_ms(now)], |r| r.get(0)))
+                .map_err(map_err)?;
+            until.map(from_ms).transpose().map_err(map_err)
+        })
+        .await
+    }
+
+    async fn throttle_count(&self, key: &str) -> Result<u64, StoreError> {
+        let key = key.to_string();
+        self.read(move |conn| {
+            let n: Option<i64> = conn
+                .query_row("SELECT count FROM throttles WHERE key = ?1", [key], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(map_err)?;
+            Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn throttle_clear(&self, keys: &[String]) -> Result<(), StoreError> {
+        let keys = json_keys(keys);
+        self.write(move |conn| {
+            conn.execute(
+                "DELETE FROM throttles WHERE key IN (SELECT value FROM json_each(?1))",
+                [keys],
+            )
+            .map_err(map_err)?;
+            Ok(())
         })
         .await
     }

@@ -43,8 +43,12 @@ pub async fn register(
     ApiJson(body): ApiJson<Credentials>,
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
-    let password = Password::new_with_policy(&body.password, &state.auth.password_policy())
-        .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
+    let password = Password::new_for_account(
+        &body.password,
+        &state.auth.password_policy(),
+        &[email.local_part(), email.as_str()],
+    )
+    .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
     let user = state.auth.register(email, &password, &meta).await?;
     Ok((
         StatusCode::CREATED,
