@@ -64,6 +64,11 @@ if ! python3 -c 'import pyotp' >/dev/null 2>&1; then
     python3 -m pip install --quiet --disable-pip-version-check pyotp \
         || die "cannot install pyotp with pip; the MFA cross-check needs it"
 fi
+if ! python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+    step "installing aiosmtpd (SMTP server for the mail tests)"
+    python3 -m pip install --quiet --disable-pip-version-check aiosmtpd \
+        || die "cannot install aiosmtpd with pip; the SMTP mail tests need it"
+fi
 
 # ------------------------------------------------------------------------ gates
 run_gates() {

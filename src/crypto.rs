@@ -46,6 +46,8 @@ impl std::fmt::Debug for TokenHash {
 pub struct Keys {
     token_hash: Zeroizing<[u8; 32]>,
     csrf: Zeroizing<[u8; 32]>,
+    /// Hashes mailed single-use tokens (reset, verification).
+    account_token: Zeroizing<[u8; 32]>,
     /// Pepper mixed into backup-code hashes (Argon2 secret input).
     pub(crate) backup_pepper: Zeroizing<[u8; 32]>,
     /// Seals TOTP secrets: the current key first, then decrypt-only keys
@@ -120,6 +122,7 @@ impl Keys {
         Self {
             token_hash: derive(master.expose(), "castellan/v1/session-token-hash"),
             csrf: derive(master.expose(), "castellan/v1/csrf"),
+            account_token: derive(master.expose(), "castellan/v1/account-token-hash"),
             backup_pepper: derive(master.expose(), "castellan/v1/backup-code-pepper"),
             sealing,
         }
@@ -181,6 +184,11 @@ impl Keys {
     /// HMAC-SHA-256 of a session token.
     pub fn hash_token(&self, token: &SessionToken) -> TokenHash {
         TokenHash(hmac(&self.token_hash, token.expose().as_bytes()))
+    }
+
+    /// HMAC-SHA-256 of a mailed single-use token.
+    pub fn hash_account_token(&self, token: &str) -> TokenHash {
+        TokenHash(hmac(&self.account_token, token.as_bytes()))
     }
 
     /// The CSRF token bound to one session: derived, so nothing extra is

@@ -42,6 +42,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Logged too, so a log collector sees why the process stopped.
+            tracing::error!(error = %format!("{e:#}"), "castellan stopped on an error");
             cli_output::fatal(&format!("{e:#}"));
             ExitCode::FAILURE
         }

@@ -13,6 +13,8 @@ pub enum RegisterError {
     #[error("email already registered")]
     EmailTaken,
     #[error(transparent)]
+    Throttled(#[from] super::throttle::Throttled),
+    #[error(transparent)]
     Service(#[from] ServiceError),
 }
 
@@ -33,6 +35,8 @@ impl Auth {
         password: &Password,
         meta: &RequestMeta,
     ) -> Result<User, RegisterError> {
+        self.count_attempt(super::throttle::Bucket::Registration, meta)
+            .await?;
         let password_hash = self
             .hasher
             .hash(password)

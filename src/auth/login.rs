@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use super::throttle::{Bucket, Factor};
 use super::{Auth, ServiceError};
 use crate::audit::{self, EventKind, RequestMeta};
 use crate::domain::{Aal, Email, Password, Session, SessionToken};
@@ -20,6 +21,9 @@ pub enum LoginError {
     /// The caller's session ended while the request ran.
     #[error("session gone")]
     SessionGone,
+    /// Rate limit, back-off or the hard stop.
+    #[error(transparent)]
+    Throttled(#[from] super::throttle::Throttled),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -51,6 +55,9 @@ impl Auth {
         password: &Password,
         meta: &RequestMeta,
     ) -> Result<LoggedIn, LoginError> {
+        self.count_attempt(Bucket::Login, meta).await?;
+        self.check_backoff(Factor::Password, email.key(), meta)
+            .await?;
         let found = self.store.find_credentials(email.key()).await?;
         let verified = match self
             .hasher
@@ -74,12 +81,10 @@ impl Auth {
             Err(e) => return Err(e.into()),
         };
         let now = self.clock.now();
+        let user = found.as_ref().map(|c| c.user.id);
         let Some(credentials) = found.filter(|_| verified.matches) else {
-            let user = self
-                .store
-                .find_credentials(email.key())
-                .await?
-                .map(|c| c.user.id);
+            self.record_failure(Factor::Password, email.key(), user, meta)
+                .await?;
             let reason = if user.is_some() {
                 "wrong_password"
             } else {
@@ -97,6 +102,8 @@ impl Auth {
             return Err(LoginError::InvalidCredentials);
         };
         let user = credentials.user;
+        self.record_success(Factor::Password, email.key(), meta)
+            .await?;
         if user.locked {
             audit::record(
                 &*self.store,

@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::sessions::CheckError;
+use super::throttle::{Bucket, Factor, Throttled};
 use super::{Auth, ServiceError};
 use crate::audit::{self, EventKind, RequestMeta};
 use crate::domain::totp::{TotpSecret, otpauth_uri};
@@ -59,6 +60,9 @@ pub enum MfaError {
     /// The caller's session ended meanwhile.
     #[error("session gone")]
     SessionGone,
+    /// Rate limit, back-off or the hard stop.
+    #[error(transparent)]
+    Throttled(#[from] super::throttle::Throttled),
     #[error(transparent)]
     Service(#[from] ServiceError),
 }
@@ -354,12 +358,30 @@ impl Auth {
         if !session.mfa_pending {
             return Err(MfaError::NotPending);
         }
+        self.count_attempt(Bucket::Mfa, meta).await?;
+        let account = user.email.key();
+        match self
+            .check_backoff(Factor::SecondFactor, account, meta)
+            .await
+        {
+            // After the hard stop TOTP stays off; a backup code still works
+            // (and re-enables TOTP when it succeeds).
+            Err(Throttled::FactorDisabled) if matches!(factor, SecondFactor::Backup(_)) => {}
+            other => other?,
+        }
         match self.verify_second_factor(user, factor, meta).await {
             Ok(used) => {
+                if matches!(factor, SecondFactor::Backup(_)) {
+                    self.clear_factor(Factor::SecondFactor, account).await?;
+                }
+                self.record_success(Factor::SecondFactor, account, meta)
+                    .await?;
                 let (token, rotated) = self.rotate_session(session, Aal::Aal2, meta, "mfa").await?;
                 Ok((token, rotated, used))
             }
             Err(MfaError::InvalidCode) => {
+                self.record_failure(Factor::SecondFactor, account, Some(user.id), meta)
+                    .await?;
                 let failures = self.store.record_mfa_failure(session.id).await?;
                 if failures >= MAX_PENDING_FAILURES {
                     self.store.delete_session(session.id).await?;

@@ -15,7 +15,9 @@ pub mod hashing;
 pub mod login;
 pub mod mfa;
 pub mod reauth;
+pub mod recovery;
 pub mod sessions;
+pub mod throttle;
 
 pub use hashing::{HashError, Hasher};
 

@@ -6,6 +6,7 @@ use serde_json::json;
 use super::Auth;
 use super::login::LoginError;
 use super::mfa::{MfaError, SecondFactor};
+use super::throttle::Factor;
 use crate::audit::{self, EventKind, RequestMeta};
 use crate::domain::{Aal, Password, Session, SessionToken, User};
 
@@ -22,13 +23,17 @@ impl Auth {
         second: Option<&SecondFactor>,
         meta: &RequestMeta,
     ) -> Result<(SessionToken, Session), LoginError> {
-        let found = self.store.find_credentials(user.email.key()).await?;
+        let account = user.email.key();
+        self.check_backoff(Factor::Password, account, meta).await?;
+        let found = self.store.find_credentials(account).await?;
         let verified = self
             .hasher
             .verify(password, found.as_ref().map(|c| c.password_hash.as_str()))
             .await?;
         let now = self.clock.now();
         if !verified.matches {
+            self.record_failure(Factor::Password, account, Some(user.id), meta)
+                .await?;
             audit::record(
                 &*self.store,
                 now,
@@ -40,6 +45,7 @@ impl Auth {
             .await?;
             return Err(LoginError::InvalidCredentials);
         }
+        self.record_success(Factor::Password, account, meta).await?;
         let aal = match second {
             Some(factor) => {
                 self.verify_second_factor(user, factor, meta)
@@ -47,6 +53,7 @@ impl Auth {
                     .map_err(|e| match e {
                         MfaError::InvalidCode => LoginError::InvalidCredentials,
                         MfaError::Service(s) => LoginError::Service(s),
+                        MfaError::Throttled(t) => LoginError::Throttled(t),
                         _ => LoginError::InvalidCredentials,
                     })?;
                 Aal::Aal2

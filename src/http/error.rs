@@ -10,7 +10,9 @@ use super::middleware::current_request_id;
 use crate::auth::ServiceError;
 use crate::auth::accounts::RegisterError;
 use crate::auth::login::LoginError;
+use crate::auth::recovery::RecoveryError;
 use crate::auth::sessions::{CheckError, RevokeError};
+use crate::auth::throttle::Throttled;
 use crate::store::StoreError;
 
 /// Every error the API can answer with.
@@ -192,6 +194,7 @@ impl From<RegisterError> for ApiError {
     fn from(e: RegisterError) -> Self {
         match e {
             RegisterError::EmailTaken => ApiError::Conflict("the email is already registered"),
+            RegisterError::Throttled(t) => t.into(),
             RegisterError::Service(e) => e.into(),
         }
     }
@@ -205,7 +208,38 @@ impl From<LoginError> for ApiError {
             }
             LoginError::Locked => ApiError::AccountLocked,
             LoginError::SessionGone => ApiError::Unauthenticated,
+            LoginError::Throttled(t) => t.into(),
             LoginError::Service(e) => e.into(),
+        }
+    }
+}
+
+impl From<Throttled> for ApiError {
+    fn from(e: Throttled) -> Self {
+        match e {
+            Throttled::RetryAfter(secs) => ApiError::RateLimited {
+                retry_after_secs: secs,
+            },
+            // The factor stays off until the reset flow (or an admin) clears it.
+            Throttled::FactorDisabled => ApiError::RateLimited {
+                retry_after_secs: 3600,
+            },
+            Throttled::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<RecoveryError> for ApiError {
+    fn from(e: RecoveryError) -> Self {
+        match e {
+            RecoveryError::InvalidCredentials => {
+                ApiError::InvalidCredentials(StatusCode::BAD_REQUEST)
+            }
+            RecoveryError::InvalidToken => {
+                ApiError::InvalidRequest("token: invalid, used or expired".into())
+            }
+            RecoveryError::Throttled(t) => t.into(),
+            RecoveryError::Service(e) => e.into(),
         }
     }
 }

@@ -89,6 +89,18 @@ impl PgStore {
     }
 }
 
+/// The libpq spelling of a mode, for messages.
+fn mode_name(mode: PgSslMode) -> &'static str {
+    match mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Allow => "allow",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    }
+}
+
 /// Whether the connection verifies the server's certificate and name.
 fn verifies(mode: PgSslMode) -> bool {
     matches!(mode, PgSslMode::VerifyFull | PgSslMode::VerifyCa)
@@ -99,7 +111,8 @@ fn verifies(mode: PgSslMode) -> bool {
 /// Dev only warns. Unix sockets and loopback never leave the machine.
 fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Result<()> {
     let mode = options.get_ssl_mode();
-    if verifies(mode) {
+    // Only verify-full checks the host name as well as the chain.
+    if matches!(mode, PgSslMode::VerifyFull) {
         return Ok(());
     }
     let host = options
@@ -115,7 +128,8 @@ fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Resu
     if config.profile == crate::config::Profile::Production && !local {
         if !config.database_allow_unverified_tls {
             bail!(
-                "CASTELLAN_DATABASE_URL uses sslmode={mode:?}, which does not verify the server; production needs sslmode=verify-full (with sslrootcert for a private CA), or CASTELLAN_DATABASE_ALLOW_UNVERIFIED_TLS=true to accept the risk"
+                "CASTELLAN_DATABASE_URL uses sslmode={}, which does not verify the server; production needs sslmode=verify-full (with sslrootcert for a private CA), or CASTELLAN_DATABASE_ALLOW_UNVERIFIED_TLS=true to accept the risk",
+                mode_name(mode)
             );
         }
         tracing::warn!(sslmode = ?mode, "CASTELLAN_DATABASE_ALLOW_UNVERIFIED_TLS is on: the database server is not verified");
@@ -150,6 +164,11 @@ fn describe(e: &sqlx::Error) -> String {
 }
 
 fn map_err(e: sqlx::Error) -> StoreError {
+    let text = e.to_string();
+    if matches!(e, sqlx::Error::Tls(_)) || text.contains("certificate") {
+        // A failing security control, not an ordinary outage (ASVS 16.3.4).
+        tracing::error!(reason = %describe(&e), "the database TLS connection failed verification");
+    }
     match &e {
         sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict,
         sqlx::Error::Io(_)

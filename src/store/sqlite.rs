@@ -37,6 +37,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
         "0002_mfa.sql",
         include_str!("../../migrations/sqlite/0002_mfa.sql"),
     ),
+    (
+        "0003_lifecycle.sql",
+        include_str!("../../migrations/sqlite/0003_lifecycle.sql"),
+    ),
 ];
 
 /// Shared state of the backend.

@@ -331,16 +331,27 @@ impl TestApp {
             .to_string()
     }
 
-    /// The messages in the mail directory (file transport), as text.
+    /// The messages in the mail directory (file transport), as text, oldest first.
     pub fn mails(&self) -> Vec<String> {
         let dir = self.dir.path().join("mail");
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return Vec::new();
         };
-        entries
+        // Oldest first, by modification time.
+        let mut files: Vec<_> = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-            .map(|e| std::fs::read_to_string(e.path()).expect("readable mail"))
+            .map(|e| {
+                (
+                    e.metadata().and_then(|m| m.modified()).expect("mtime"),
+                    e.path(),
+                )
+            })
+            .collect();
+        files.sort();
+        files
+            .into_iter()
+            .map(|(_, path)| std::fs::read_to_string(path).expect("readable mail"))
             .collect()
     }
 

@@ -228,6 +228,11 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("delete", "/v1/mfa/totp"),
     ("get", "/v1/mfa/backup-codes"),
     ("post", "/v1/mfa/backup-codes/regenerate"),
+    ("post", "/v1/password/change"),
+    ("post", "/v1/password/reset/request"),
+    ("post", "/v1/password/reset/confirm"),
+    ("post", "/v1/email/verification/request"),
+    ("post", "/v1/email/verification/confirm"),
     ("get", "/health/live"),
     ("get", "/health/ready"),
 ];

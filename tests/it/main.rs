@@ -15,6 +15,8 @@ mod black_box;
 mod db_faults;
 mod docs;
 mod http_conventions;
+mod lifecycle;
+mod mail_smtp;
 mod mfa;
 mod pg_tls;
 mod session_security;

@@ -51,6 +51,7 @@ fn mfa_error(e: MfaError, wrong: StatusCode) -> ApiError {
         MfaError::Aal2Required => ApiError::MfaRequired,
         MfaError::ReauthenticationRequired => ApiError::ReauthenticationRequired,
         MfaError::SessionGone => ApiError::Unauthenticated,
+        MfaError::Throttled(t) => t.into(),
         MfaError::Service(e) => e.into(),
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod mfa;
+pub mod recovery;
 pub mod session;
 
 use axum::http::{HeaderValue, header};

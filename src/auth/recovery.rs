@@ -1,0 +1,315 @@
+//! The account lifecycle: password change, password reset by mailed token,
+//! email verification. Mailed tokens carry 256 bits from the OS generator,
+//! are stored only as keyed hashes, are spent once by a conditional update,
+//! and a newer token of the same kind kills the older ones.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::throttle::{Bucket, Factor, Throttled};
+use super::{Auth, ServiceError};
+use crate::audit::{self, EventKind, RequestMeta};
+use crate::domain::{Email, Password, Session, User, UserId};
+use crate::mail::Notice;
+use crate::store::{StoreError, TokenPurpose};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The current password was wrong (password change).
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// The mailed token is malformed, unknown, used or expired.
+    #[error("invalid token")]
+    InvalidToken,
+    #[error(transparent)]
+    Throttled(#[from] Throttled),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl From<StoreError> for RecoveryError {
+    fn from(e: StoreError) -> Self {
+        RecoveryError::Service(e.into())
+    }
+}
+
+impl From<super::HashError> for RecoveryError {
+    fn from(e: super::HashError) -> Self {
+        RecoveryError::Service(e.into())
+    }
+}
+
+/// A fresh mailed token: 32 random bytes, base64url.
+fn new_token() -> Result<Zeroizing<String>, ServiceError> {
+    let bytes = crate::crypto::random_bytes::<32>()?;
+    Ok(Zeroizing::new(URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// Checks the shape of a presented token (43 base64url characters).
+fn token_shape_ok(token: &str) -> bool {
+    token.len() == 43 && URL_SAFE_NO_PAD.decode(token).is_ok_and(|b| b.len() == 32)
+}
+
+impl Auth {
+    async fn record(
+        &self,
+        kind: EventKind,
+        user: Option<UserId>,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        audit::record(&*self.store, self.clock.now(), kind, user, meta, detail).await
+    }
+
+    /// Changes the password of the session's user (the current password
+    /// is required) and ends every other session.
+    pub async fn change_password(
+        &self,
+        session: &Session,
+        user: &User,
+        current: &Password,
+        new: &Password,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
+        let account = user.email.key();
+        self.check_backoff(Factor::Password, account, meta).await?;
+        let stored = self
+            .store
+            .find_credentials(account)
+            .await?
+            .map(|c| c.password_hash);
+        if !self
+            .hasher
+            .verify(current, stored.as_deref())
+            .await?
+            .matches
+        {
+            self.record_failure(Factor::Password, account, Some(user.id), meta)
+                .await?;
+            self.record(EventKind::LoginFailed, Some(user.id), meta, json!({"reason": "wrong_password", "during": "password_change", "factor": "password"}))
+                .await?;
+            return Err(RecoveryError::InvalidCredentials);
+        }
+        let phc = self.hasher.hash(new).await?;
+        let now = self.clock.now();
+        self.store
+            .change_password(user.id, &phc, session.id, now)
+            .await?;
+        self.record_success(Factor::Password, account, meta).await?;
+        self.record(
+            EventKind::PasswordChanged,
+            Some(user.id),
+            meta,
+            json!({"other_sessions": "revoked"}),
+        )
+        .await?;
+        self.mailer
+            .notify(&user.email, Notice::PasswordChanged)
+            .await;
+        Ok(())
+    }
+
+    /// Mails a reset link if the account exists and its hourly mail cap
+    /// allows; the caller always answers 202 the same way.
+    pub async fn request_password_reset(
+        &self,
+        email: &Email,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
+        self.count_attempt(Bucket::ResetRequest, meta).await?;
+        let Some(found) = self.store.find_credentials(email.key()).await? else {
+            self.record(
+                EventKind::PasswordResetRequested,
+                None,
+                meta,
+                json!({"sent": false, "reason": "unknown_email"}),
+            )
+            .await?;
+            return Ok(());
+        };
+        let user = found.user;
+        let now = self.clock.now();
+        let cap = self.config.limits.reset_mails_per_account;
+        let (sent, _) = self
+            .store
+            .throttle_hit(&format!("mail:reset:{}", user.id.0), now, cap.window)
+            .await?;
+        if sent > cap.limit {
+            self.record(
+                EventKind::PasswordResetRequested,
+                Some(user.id),
+                meta,
+                json!({"sent": false, "reason": "mail_cap"}),
+            )
+            .await?;
+            return Ok(());
+        }
+        let token = new_token()?;
+        let hash = self.keys.hash_account_token(&token);
+        self.store
+            .issue_token(
+                &hash,
+                user.id,
+                TokenPurpose::PasswordReset,
+                now,
+                now + self.config.reset_token_ttl,
+            )
+            .await?;
+        self.record(
+            EventKind::PasswordResetRequested,
+            Some(user.id),
+            meta,
+            json!({"sent": true}),
+        )
+        .await?;
+        let url = format!(
+            "{}/password/reset#token={}",
+            self.config.public_base_url,
+            token.as_str()
+        );
+        self.mailer
+            .notify(&user.email, Notice::PasswordResetLink { url })
+            .await;
+        Ok(())
+    }
+
+    /// Sets a new password with a mailed token: the token is spent, every
+    /// session ends, the password's failure counters are cleared. MFA still
+    /// applies at the next login.
+    pub async fn confirm_password_reset(
+        &self,
+        token: &str,
+        new: &Password,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
+        if !token_shape_ok(token) {
+            self.record(
+                EventKind::TokenRejected,
+                None,
+                meta,
+                json!({"purpose": "password_reset", "reason": "malformed"}),
+            )
+            .await?;
+            return Err(RecoveryError::InvalidToken);
+        }
+        let hash = self.keys.hash_account_token(token);
+        let phc = self.hasher.hash(new).await?;
+        let now = self.clock.now();
+        let Some(user) = self.store.reset_password(&hash, &phc, now).await? else {
+            self.record(
+                EventKind::TokenRejected,
+                None,
+                meta,
+                json!({"purpose": "password_reset", "reason": "unknown_used_or_expired"}),
+            )
+            .await?;
+            return Err(RecoveryError::InvalidToken);
+        };
+        let found = self.store.get_user(user).await?;
+        if let Some(u) = &found {
+            self.clear_factor(Factor::Password, u.email.key()).await?;
+        }
+        self.record(
+            EventKind::PasswordReset,
+            Some(user),
+            meta,
+            json!({"sessions": "revoked"}),
+        )
+        .await?;
+        if let Some(u) = found {
+            self.mailer.notify(&u.email, Notice::PasswordReset).await;
+        }
+        Ok(())
+    }
+
+    /// Mails a verification link to the caller's address.
+    pub async fn request_email_verification(
+        &self,
+        user: &User,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
+        self.count_attempt(Bucket::VerificationRequest, meta)
+            .await?;
+        let now = self.clock.now();
+        let cap = self.config.limits.verification_mails_per_account;
+        let (sent, started) = self
+            .store
+            .throttle_hit(&format!("mail:verify:{}", user.id.0), now, cap.window)
+            .await?;
+        if sent > cap.limit {
+            let retry = u64::try_from((started + cap.window - now).whole_seconds())
+                .unwrap_or(1)
+                .max(1);
+            return Err(Throttled::RetryAfter(retry).into());
+        }
+        let token = new_token()?;
+        let hash = self.keys.hash_account_token(&token);
+        self.store
+            .issue_token(
+                &hash,
+                user.id,
+                TokenPurpose::EmailVerification,
+                now,
+                now + self.config.verification_token_ttl,
+            )
+            .await?;
+        self.record(
+            EventKind::EmailVerificationRequested,
+            Some(user.id),
+            meta,
+            json!({}),
+        )
+        .await?;
+        let url = format!(
+            "{}/email/verify#token={}",
+            self.config.public_base_url,
+            token.as_str()
+        );
+        self.mailer
+            .notify(&user.email, Notice::VerificationLink { url })
+            .await;
+        Ok(())
+    }
+
+    /// Marks the address verified with a mailed token.
+    pub async fn confirm_email_verification(
+        &self,
+        token: &str,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
+        if !token_shape_ok(token) {
+            self.record(
+                EventKind::TokenRejected,
+                None,
+                meta,
+                json!({"purpose": "email_verification", "reason": "malformed"}),
+            )
+            .await?;
+            return Err(RecoveryError::InvalidToken);
+        }
+        let hash = self.keys.hash_account_token(token);
+        let Some(user) = self
+            .store
+            .claim_token(&hash, TokenPurpose::EmailVerification, self.clock.now())
+            .await?
+        else {
+            self.record(
+                EventKind::TokenRejected,
+                None,
+                meta,
+                json!({"purpose": "email_verification", "reason": "unknown_used_or_expired"}),
+            )
+            .await?;
+            return Err(RecoveryError::InvalidToken);
+        };
+        self.store.mark_email_verified(user).await?;
+        self.record(EventKind::EmailVerified, Some(user), meta, json!({}))
+            .await?;
+        if let Some(u) = self.store.get_user(user).await? {
+            self.mailer.notify(&u.email, Notice::EmailVerified).await;
+        }
+        Ok(())
+    }
+}
