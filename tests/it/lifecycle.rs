@@ -31,8 +31,7 @@ fn mailed_token(app: &TestApp, marker: &str) -> String {
     let mails = app.mails();
     let mail = mails
         .iter()
-        .filter(|m| m.contains(marker))
-        .last()
+        .rfind(|m| m.contains(marker))
         .unwrap_or_else(|| panic!("no mail with {marker}"));
     let line = mail
         .lines()
