@@ -77,8 +77,9 @@ def main() -> None:
     wrk = 0.0
     for path in sys.argv[5:]:
         try:
-            wrk += sum(float(x) for x in open(path).read().split()[:2])
-        except (OSError, ValueError):
+            # bash's `time` report ("user sys") is the file's last line.
+            wrk += sum(float(x) for x in open(path).read().strip().splitlines()[-1].split()[:2])
+        except (OSError, ValueError, IndexError):
             pass
     capacity = seconds * os.cpu_count()
     busy = (after[0] - before[0]) / HZ

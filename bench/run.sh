@@ -3,7 +3,7 @@
 #
 # Usage: bench/run.sh
 #
-# What it does (about 6-8 minutes on 2 cores once the release build exists):
+# What it does (about 5 minutes on 2 cores plus the build, and up to 1 minute waiting for an idle machine):
 #   1. cargo build --release; installs wrk (and sqlite3) with apt-get if missing.
 #   2. cargo run --release --example hash_cost: median Argon2id hash time on
 #      1 thread (and the rate with one hashing thread per CPU).
@@ -20,6 +20,7 @@
 # Environment (defaults in brackets; change them only for quick trial runs):
 #   BENCH_USERS [100000]  BENCH_DURATION [20]  BENCH_WARMUP [3]
 #   BENCH_BACKENDS ["sqlite postgres"]  BENCH_KEEP_TMP [0] keep logs and data on exit
+#   BENCH_REPORT [bench/results/latest.md]  where the report goes
 #   BENCH_SKIP_BUILD [0]  1: use the existing target/release binaries (no cargo)
 #   BENCH_NICE [-10 as root, else 0]  niceness of the server, PostgreSQL, wrk and hash_cost
 #   BENCH_IDLE_WAIT [60]  seconds to wait in all, at most, for other work on the machine to stop
@@ -35,6 +36,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 BENCH=$ROOT/bench
 RESULTS=$BENCH/results
+REPORT=${BENCH_REPORT:-$RESULTS/latest.md}
 BIN=$ROOT/target/release/castellan
 
 USERS=${BENCH_USERS:-100000}
@@ -237,12 +239,14 @@ fi
 wait_quiet hash_cost
 step "${hash_cmd[*]} (30 sequential Argon2id hashes on 1 thread, then 30 on each CPU at once)"
 python3 "$BENCH/cpu.py" snap 0 >"$BENCH_TMP/hash.cpu0"
-hash_out=$(
-    TIMEFORMAT='%U %S'
-    { time "${PRIO[@]}" "${hash_cmd[@]}" >"$BENCH_TMP/hash.out"; } 2>"$BENCH_TMP/hash.time"
-    cat "$BENCH_TMP/hash.out"
-)
+TIMEFORMAT='%U %S'
+hash_rc=0
+{ time "${PRIO[@]}" "${hash_cmd[@]}" >"$BENCH_TMP/hash.out" 2>"$BENCH_TMP/hash.err"; } 2>"$BENCH_TMP/hash.time" \
+    || hash_rc=$?
 python3 "$BENCH/cpu.py" snap 0 >"$BENCH_TMP/hash.cpu1"
+cat "$BENCH_TMP/hash.err" >&2
+[ "$hash_rc" -eq 0 ] || die "the hash_cost example failed (exit $hash_rc)"
+hash_out=$(cat "$BENCH_TMP/hash.out")
 printf '%s\n' "$hash_out"
 # Everything else's share of the machine while hash_cost ran ("wrk" there is hash_cost itself).
 HASH_OTHER=$(python3 "$BENCH/cpu.py" diff "$BENCH_TMP/hash.cpu0" "$BENCH_TMP/hash.cpu1" 1 "$BENCH_TMP/hash.time" \
@@ -559,13 +563,18 @@ for k, n in c.most_common(8):
 done
 
 # ---------------------------------------------------------------- report
-mkdir -p "$RESULTS"
+mkdir -p "$(dirname "$REPORT")"
 WRK_VERSION=$(wrk -v 2>&1 | head -n 1 | awk '{print $2}' || true)
 GIT_REV=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then GIT_REV="$GIT_REV (src/ has uncommitted changes)"; fi
 elapsed=$(($(date +%s) - started_at))
 
+# The command as given, with the BENCH_* and CASTELLAN_* variables it ran with.
+CMDLINE="$(env | grep -E '^(BENCH|CASTELLAN)_[A-Z_]+=' \
+    | grep -vE '^(BENCH_OWN_SESSION|BENCH_WRK_DIR)=|^CASTELLAN_[A-Z_]*(SECRET|TOKEN|PASSWORD|DATABASE_URL)' \
+    | sort | tr '\n' ' ' || true)bench/run.sh"
 REPORT_ENV=(
+    CMDLINE="$CMDLINE"
     HASH_MS="$HASH_MS" HASH_OTHER="${HASH_OTHER:-}" HASH_PAR="${HASH_PAR:-}" NPROC="$NPROC" CPU_MODEL="$CPU_MODEL" RUN_ROWS="$RUN_ROWS"
     USERS="$USERS" DURATION="$DURATION" WARMUP="$WARMUP" WRK_THREADS="$WRK_THREADS"
     SESSION_CONNS="$SESSION_CONNS" LOGIN_CONNS="$LOGIN_CONNS" HEALTH_CONNS="$HEALTH_CONNS"
@@ -574,7 +583,7 @@ REPORT_ENV=(
     RUSTC="$(rustc --version 2>/dev/null || echo unknown)"
     SERVER_OVERRIDES="$(env | grep -E '^CASTELLAN_' | grep -vE '^CASTELLAN_[A-Z_]*(SECRET|TOKEN|PASSWORD|DATABASE_URL)' | sort | tr '\n' ' ' || true)"
 )
-env "${REPORT_ENV[@]}" python3 - >"$RESULTS/latest.md" <<'PY'
+env "${REPORT_ENV[@]}" python3 - >"$REPORT" <<'PY'
 import os
 
 E = os.environ
@@ -601,7 +610,7 @@ p = out.append
 p("# castellan benchmark: latest run")
 p("")
 p(f"- date: {E['DATE']}")
-p("- command: `bench/run.sh`")
+p(f"- command: `{E['CMDLINE']}`")
 p(f"- machine: `nproc` = {nproc}, CPU: {E['CPU_MODEL']}")
 p(f"- castellan: git {E['GIT_REV']}, release build; {E['RUSTC']}")
 p(f"- load: wrk {E['WRK_VERSION']}, {E['WRK_THREADS']} threads, {E['DURATION']} s per phase after a {E['WARMUP']} s warm-up, "
@@ -687,5 +696,5 @@ p("Notes: login rps counts 200 responses only; non-2xx counts responses with sta
 print("\n".join(out))
 PY
 
-step "results (also in bench/results/latest.md)"
-cat "$RESULTS/latest.md"
+step "results (also in ${REPORT#"$ROOT"/})"
+cat "$REPORT"

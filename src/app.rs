@@ -20,6 +20,8 @@ use crate::store;
 pub struct Running {
     /// Where the public listener is bound (useful with port 0).
     pub public_addr: SocketAddr,
+    /// Where the admin listener is bound, when an admin token is configured.
+    pub admin_addr: Option<SocketAddr>,
     /// The use cases, for tests that need to reach past HTTP.
     pub auth: Auth,
     shutdown: watch::Sender<bool>,
@@ -80,8 +82,40 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .await
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
     let public_addr = listener.local_addr()?;
+    crate::metrics::handle();
     let app = http::public_app(AppState { auth: auth.clone() });
     let (shutdown, mut signal) = watch::channel(false);
+    let admin_addr = match &config.admin_token {
+        None => None,
+        Some(_) => {
+            let admin_listener =
+                TcpListener::bind(config.admin_listen)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot listen on {} (CASTELLAN_ADMIN_LISTEN)",
+                            config.admin_listen
+                        )
+                    })?;
+            let addr = admin_listener.local_addr()?;
+            let admin = http::admin::admin_app(AppState { auth: auth.clone() });
+            let mut stop = shutdown.subscribe();
+            tokio::spawn(async move {
+                let served = axum::serve(
+                    admin_listener,
+                    admin.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "the admin listener failed");
+                }
+            });
+            Some(addr)
+        }
+    };
     tokio::spawn(crate::jobs::session_cleanup::run(
         auth.clone(),
         config.session.cleanup_interval,
@@ -113,6 +147,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     tracing::info!(%public_addr, backend = auth.store.backend(), "castellan is listening");
     Ok(Running {
         public_addr,
+        admin_addr,
         auth,
         shutdown,
         server,

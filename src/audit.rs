@@ -37,6 +37,7 @@ pub enum EventKind {
     EmailVerificationRequested,
     EmailVerified,
     TokenRejected,
+    AdminAction,
     PasswordRehashed,
     HashingSaturated,
 }
@@ -68,6 +69,7 @@ impl EventKind {
         EventKind::EmailVerificationRequested,
         EventKind::EmailVerified,
         EventKind::TokenRejected,
+        EventKind::AdminAction,
         EventKind::PasswordRehashed,
         EventKind::HashingSaturated,
     ];
@@ -99,6 +101,7 @@ impl EventKind {
             EventKind::EmailVerificationRequested => "email_verification_requested",
             EventKind::EmailVerified => "email_verified",
             EventKind::TokenRejected => "token_rejected",
+            EventKind::AdminAction => "admin_action",
             EventKind::PasswordRehashed => "password_rehashed",
             EventKind::HashingSaturated => "hashing_saturated",
         }
@@ -131,6 +134,7 @@ pub async fn record(
         detail = %detail,
         "security event"
     );
+    metrics::counter!(crate::metrics::SECURITY_EVENTS, "kind" => kind.as_str()).increment(1);
     store
         .append_event(&NewEvent {
             id: Uuid::new_v4(),

@@ -12,6 +12,7 @@
 //! - [`auth`]: use cases (registration, login, the session check) and the hashing pool.
 //! - [`store`]: role traits and their SQLite and PostgreSQL implementations; all SQL.
 //! - [`audit`]: security events written to the database and the log.
+//! - [`metrics`]: Prometheus metric names and the recorder.
 //! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
 //! - [`http`]: routes, extractors, the error mapping and security headers.
 //! - [`jobs`]: background work (deleting ended sessions).
@@ -30,5 +31,6 @@ pub mod domain;
 pub mod http;
 pub mod jobs;
 pub mod mail;
+pub mod metrics;
 pub mod store;
 pub mod telemetry;

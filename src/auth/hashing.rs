@@ -174,7 +174,11 @@ impl Hasher {
         let job: Job = Box::new(move || {
             queued.fetch_sub(1, Ordering::Relaxed);
             let _entered = span.enter();
-            let _ = tx.send(work(&params));
+            let started = std::time::Instant::now();
+            let result = work(&params);
+            metrics::histogram!(crate::metrics::HASH_DURATION)
+                .record(started.elapsed().as_secs_f64());
+            let _ = tx.send(result);
         });
         self.queued.fetch_add(1, Ordering::Relaxed);
         match self.sender.try_send(job) {

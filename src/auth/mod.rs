@@ -11,6 +11,7 @@ use crate::domain::PasswordPolicy;
 use crate::store::{Store, StoreError};
 
 pub mod accounts;
+pub mod admin;
 pub mod hashing;
 pub mod login;
 pub mod mfa;

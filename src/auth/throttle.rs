@@ -115,6 +115,7 @@ impl Auth {
         let key = format!("ip:{}:{}", bucket.name(), meta.ip);
         let (count, started) = self.store.throttle_hit(&key, now, rate.window).await?;
         if count > rate.limit {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => bucket.name()).increment(1);
             let retry = seconds_until(started + rate.window, now);
             if count == rate.limit + 1 {
                 self.throttled_event(
@@ -149,6 +150,7 @@ impl Auth {
     ) -> Result<(), Throttled> {
         let [acct_ip, acct, consec] = self.keys(factor, account, meta);
         if self.store.throttle_count(&consec).await? >= self.config.limits.factor_hard_stop {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "hard_stop").increment(1);
             return Err(Throttled::FactorDisabled);
         }
         let now = self.clock.now();
@@ -157,6 +159,7 @@ impl Auth {
             .throttle_blocked_until(&[acct_ip, acct], now)
             .await?
         {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "backoff").increment(1);
             return Err(Throttled::RetryAfter(seconds_until(until, now)));
         }
         Ok(())

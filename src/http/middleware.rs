@@ -59,10 +59,30 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(req))
-        .instrument(span.clone())
-        .await;
+    let in_flight = metrics::gauge!(crate::metrics::HTTP_IN_FLIGHT);
+    in_flight.increment(1.0);
+    // The handler runs in its own task, so a client hanging up cannot
+    // cancel it half way (e.g. between BEGIN and COMMIT on a pooled
+    // connection): work that started finishes, and its result is dropped.
+    let handler = tokio::spawn(
+        REQUEST_ID
+            .scope(id.clone(), next.run(req))
+            .instrument(span.clone()),
+    );
+    let mut response = match handler.await {
+        Ok(response) => response,
+        Err(_) => {
+            REQUEST_ID
+                .scope(id.clone(), async { ApiError::Internal.into_response() })
+                .await
+        }
+    };
+    in_flight.decrement(1.0);
+    let class = crate::metrics::status_class(response.status().as_u16());
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => class)
+        .increment(1);
+    metrics::histogram!(crate::metrics::HTTP_DURATION, "route" => route.clone(), "status" => class)
+        .record(started.elapsed().as_secs_f64());
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

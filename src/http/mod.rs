@@ -13,6 +13,7 @@ use utoipa_axum::routes;
 
 use crate::auth::Auth;
 
+pub mod admin;
 pub mod api;
 pub mod client_ip;
 pub mod error;

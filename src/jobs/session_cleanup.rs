@@ -40,6 +40,7 @@ pub async fn run_once(auth: &Auth) -> Result<u64, StoreError> {
             .await?;
         }
         total += removed.len() as u64;
+        metrics::counter!(crate::metrics::SESSIONS_PURGED).increment(removed.len() as u64);
         if removed.len() < BATCH as usize {
             return Ok(total);
         }

@@ -114,6 +114,13 @@ pub trait UserStore: Send + Sync {
     /// Replaces the stored hash, e.g. after a parameter upgrade.
     async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError>;
     async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Locks or unlocks an account; `false` when no such user exists.
+    async fn set_locked(
+        &self,
+        id: UserId,
+        locked: bool,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
 }
 
 #[async_trait]
@@ -336,6 +343,10 @@ pub trait Store:
     async fn ping(&self) -> Result<(), StoreError>;
     /// Name for logs and metrics.
     fn backend(&self) -> &'static str;
+    /// Connection pool `(open, idle, max)`, where the backend has a pool.
+    fn pool_stats(&self) -> Option<(u32, usize, u32)> {
+        None
+    }
 }
 
 /// Opens the configured backend and applies pending migrations.

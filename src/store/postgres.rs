@@ -317,6 +317,21 @@ impl UserStore for PgStore {
         Ok(())
     }
 
+    async fn set_locked(
+        &self,
+        id: UserId,
+        locked: bool,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET locked_at = $1 WHERE id = $2")
+            .bind(locked.then_some(at))
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
             .bind(at)
@@ -989,5 +1004,13 @@ impl Store for PgStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+
+    fn pool_stats(&self) -> Option<(u32, usize, u32)> {
+        Some((
+            self.pool.size(),
+            self.pool.num_idle(),
+            self.pool.options().get_max_connections(),
+        ))
     }
 }

@@ -348,6 +348,25 @@ impl UserStore for SqliteStore {
         .await
     }
 
+    async fn set_locked(
+        &self,
+        id: UserId,
+        locked: bool,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let locked_at = locked.then(|| to_ms(at));
+            let n = conn
+                .execute(
+                    "UPDATE users SET locked_at = ?1 WHERE id = ?2",
+                    params![locked_at, id.0.to_string()],
+                )
+                .map_err(map_err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
     async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.prepare_cached("UPDATE users SET last_login_at = ?1 WHERE id = ?2")

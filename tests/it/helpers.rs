@@ -143,6 +143,8 @@ impl TestEnv {
 /// A running castellan and an HTTP client for it.
 pub struct TestApp {
     pub base: String,
+    /// The admin listener, when the test configured an admin token.
+    pub admin_base: Option<String>,
     pub client: reqwest::Client,
     pub auth: Auth,
     pub dir: Arc<tempfile::TempDir>,
@@ -216,6 +218,7 @@ impl TestApp {
             .expect("client");
         Self {
             base: format!("http://{}", running.public_addr),
+            admin_base: running.admin_addr.map(|a| format!("http://{a}")),
             client,
             auth: running.auth.clone(),
             dir,

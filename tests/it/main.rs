@@ -11,6 +11,7 @@ mod helpers;
 mod pg_cluster;
 
 mod accounts;
+mod admin;
 mod black_box;
 mod db_faults;
 mod docs;

@@ -1,0 +1,436 @@
+//! The admin listener: token checks, account actions, the audit record and
+//! metrics.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::{Backend, PASSWORD, Reply, TestApp, TestEnv, email, spawn_app};
+use crate::on_both_backends;
+
+const ADMIN_TOKEN: &str = "adm1n-t0ken-for-tests-0123456789abcdefghijklmnop";
+
+on_both_backends!(
+    admin_routes_need_the_token_and_are_not_on_the_public_listener,
+    lock_ends_sessions_and_refuses_the_right_password,
+    admins_end_sessions_of_one_user_or_of_everyone,
+    admin_mfa_reset_clears_the_second_factor_and_tells_the_user,
+    the_audit_record_is_queryable_and_inputs_are_checked,
+    metrics_move_with_the_traffic,
+);
+
+async fn admin_app(b: Backend) -> TestApp {
+    let mut env = TestEnv::new(b).await;
+    env.set("CASTELLAN_ADMIN_TOKEN", ADMIN_TOKEN)
+        .set("CASTELLAN_ADMIN_LISTEN", "127.0.0.1:0");
+    env.spawn().await
+}
+
+async fn admin(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    extra: &[(&str, &str)],
+) -> Reply {
+    let base = app.admin_base.as_ref().expect("admin listener");
+    let mut req = app.client.request(method, format!("{base}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.unwrap();
+    Reply {
+        status: res.status(),
+        headers: res.headers().clone(),
+        text: res.text().await.unwrap(),
+    }
+}
+
+async fn user_id(app: &TestApp, token: &str) -> String {
+    app.get_bearer("/v1/session", token).await.json()["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+// covers: ASVS-8.2.1, ASVS-6.3.2, ASVS-3.5.4, ASVS-13.4.5, ASVS-16.3.2, ASVS-8.1.1
+async fn admin_routes_need_the_token_and_are_not_on_the_public_listener(b: Backend) {
+    let plain = spawn_app(b).await;
+    assert!(
+        plain.admin_base.is_none(),
+        "no admin token, no admin listener"
+    );
+    let app = admin_app(b).await;
+    let token = app.user_with_session(&email("victim")).await;
+    let id = user_id(&app, &token).await;
+    let cookie = format!("__Host-castellan_session={token}");
+    let routes = [
+        (
+            Method::GET,
+            format!("/admin/v1/users?email={}", "a@example.com"),
+        ),
+        (Method::GET, format!("/admin/v1/users/{id}")),
+        (Method::POST, format!("/admin/v1/users/{id}/lock")),
+        (Method::POST, format!("/admin/v1/users/{id}/unlock")),
+        (Method::DELETE, format!("/admin/v1/users/{id}/sessions")),
+        (Method::DELETE, format!("/admin/v1/users/{id}/mfa")),
+        (Method::DELETE, "/admin/v1/sessions".to_string()),
+        (Method::GET, "/admin/v1/audit".to_string()),
+        (Method::GET, "/metrics".to_string()),
+    ];
+    for (method, path) in &routes {
+        for bad in [
+            None,
+            Some("wrong"),
+            Some(&ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]),
+            Some(token.as_str()),
+        ] {
+            admin(&app, method.clone(), path, bad, &[])
+                .await
+                .assert_error(401, "unauthenticated");
+        }
+        admin(&app, method.clone(), path, None, &[("cookie", &cookie)])
+            .await
+            .assert_error(401, "unauthenticated");
+        app.send_bearer(
+            method.clone(),
+            path.split('?').next().unwrap(),
+            ADMIN_TOKEN,
+            None,
+        )
+        .await
+        .assert_error(404, "not_found");
+    }
+    assert_eq!(
+        app.get_bearer("/v1/session", &token).await.status,
+        200,
+        "nothing happened to the user"
+    );
+    let events = app.auth.store.list_events(None, 1000).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "access_denied" && e.detail["reason"] == "admin_token")
+    );
+}
+
+// covers: ASVS-7.4.2, ASVS-6.3.4
+async fn lock_ends_sessions_and_refuses_the_right_password(b: Backend) {
+    let app = admin_app(b).await;
+    let e = email("lock");
+    let token = app.user_with_session(&e).await;
+    let id = user_id(&app, &token).await;
+    assert_eq!(
+        admin(
+            &app,
+            Method::POST,
+            &format!("/admin/v1/users/{id}/lock"),
+            Some(ADMIN_TOKEN),
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    app.get_bearer("/v1/session", &token)
+        .await
+        .assert_error(401, "unauthenticated");
+    app.login(&e, PASSWORD)
+        .await
+        .assert_error(403, "account_locked");
+    app.login(&e, "a wrong password, not the real one")
+        .await
+        .assert_error(401, "invalid_credentials");
+    let u = admin(
+        &app,
+        Method::GET,
+        &format!("/admin/v1/users/{id}"),
+        Some(ADMIN_TOKEN),
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(u["user"]["locked"], true);
+    assert_eq!(
+        admin(
+            &app,
+            Method::POST,
+            &format!("/admin/v1/users/{id}/unlock"),
+            Some(ADMIN_TOKEN),
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    assert_eq!(app.login(&e, PASSWORD).await.status, 200);
+    let missing = uuid::Uuid::new_v4();
+    admin(
+        &app,
+        Method::POST,
+        &format!("/admin/v1/users/{missing}/lock"),
+        Some(ADMIN_TOKEN),
+        &[],
+    )
+    .await
+    .assert_error(404, "not_found");
+    admin(
+        &app,
+        Method::POST,
+        "/admin/v1/users/not-a-uuid/lock",
+        Some(ADMIN_TOKEN),
+        &[],
+    )
+    .await
+    .assert_error(400, "invalid_request");
+}
+
+// covers: ASVS-7.4.5
+async fn admins_end_sessions_of_one_user_or_of_everyone(b: Backend) {
+    let app = admin_app(b).await;
+    let a = app.user_with_session(&email("a")).await;
+    let b2 = app.user_with_session(&email("b")).await;
+    let id = user_id(&app, &a).await;
+    assert_eq!(
+        admin(
+            &app,
+            Method::DELETE,
+            &format!("/admin/v1/users/{id}/sessions"),
+            Some(ADMIN_TOKEN),
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    app.get_bearer("/v1/session", &a)
+        .await
+        .assert_error(401, "unauthenticated");
+    assert_eq!(app.get_bearer("/v1/session", &b2).await.status, 200);
+    assert_eq!(
+        admin(
+            &app,
+            Method::DELETE,
+            "/admin/v1/sessions",
+            Some(ADMIN_TOKEN),
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    app.get_bearer("/v1/session", &b2)
+        .await
+        .assert_error(401, "unauthenticated");
+}
+
+// covers: ASVS-6.4.4, ASVS-6.5.6, N63B-20
+async fn admin_mfa_reset_clears_the_second_factor_and_tells_the_user(b: Backend) {
+    let app = admin_app(b).await;
+    let e = email("lostphone");
+    let token = app.user_with_session(&e).await;
+    let enrolment = app
+        .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
+        .await
+        .json();
+    let secret = castellan::domain::TotpSecret::from_bytes(
+        base32::decode(
+            base32::Alphabet::Rfc4648 { padding: false },
+            enrolment["secret"].as_str().unwrap(),
+        )
+        .unwrap(),
+    );
+    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let r = app
+        .send_bearer(
+            Method::POST,
+            "/v1/mfa/totp/activate",
+            &token,
+            Some(json!({"code": secret.code_at(now, 6).unwrap()})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let id = user_id(&app, &token).await;
+    assert_eq!(
+        admin(
+            &app,
+            Method::DELETE,
+            &format!("/admin/v1/users/{id}/mfa"),
+            Some(ADMIN_TOKEN),
+            &[]
+        )
+        .await
+        .status,
+        204
+    );
+    app.get_bearer("/v1/session", &token)
+        .await
+        .assert_error(401, "unauthenticated");
+    let r = app.login(&e, PASSWORD).await;
+    assert_eq!(r.json()["session"]["mfa_pending"], false);
+    app.auth.mailer.flush().await;
+    assert!(
+        app.mails()
+            .iter()
+            .any(|m| m.contains("by an administrator"))
+    );
+    let events = app.auth.store.list_events(None, 100).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "admin_action" && e.detail["action"] == "reset_mfa")
+    );
+}
+
+// covers: ASVS-16.3.1, ASVS-1.4.2, ASVS-15.3.7, ASVS-1.2.4, ASVS-14.2.6, ASVS-1.1.1
+async fn the_audit_record_is_queryable_and_inputs_are_checked(b: Backend) {
+    let app = admin_app(b).await;
+    let e = email("audited");
+    let token = app.user_with_session(&e).await;
+    app.login(&e, "a wrong password, not the real one").await;
+    app.send_bearer(Method::POST, "/v1/logout", &token, None)
+        .await;
+    let r = admin(
+        &app,
+        Method::GET,
+        "/admin/v1/audit?limit=50",
+        Some(ADMIN_TOKEN),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let events: Vec<Value> = r.json()["events"].as_array().unwrap().clone();
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds[0], "logout", "newest first: {kinds:?}");
+    for k in [
+        "user_registered",
+        "login_succeeded",
+        "login_failed",
+        "session_created",
+    ] {
+        assert!(kinds.contains(&k), "{k} in {kinds:?}");
+    }
+    for ev in &events {
+        for field in ["id", "at", "kind", "user_id", "ip", "user_agent", "detail"] {
+            assert!(ev.get(field).is_some(), "{field}");
+        }
+        assert!(ev["at"].as_str().unwrap().ends_with('Z'));
+    }
+    let uid = events[0]["user_id"].as_str().unwrap();
+    let mine = admin(
+        &app,
+        Method::GET,
+        &format!("/admin/v1/audit?user_id={uid}&limit=2"),
+        Some(ADMIN_TOKEN),
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(mine["events"].as_array().unwrap().len(), 2);
+    for bad in [
+        "limit=0",
+        "limit=-1",
+        "limit=99999999999999999999",
+        "limit=10abc",
+        "limit=5&limit=6",
+        "user_id=%2561bc",
+        "nope=1",
+    ] {
+        admin(
+            &app,
+            Method::GET,
+            &format!("/admin/v1/audit?{bad}"),
+            Some(ADMIN_TOKEN),
+            &[],
+        )
+        .await
+        .assert_error(400, "invalid_request");
+    }
+    let found = admin(
+        &app,
+        Method::GET,
+        &format!("/admin/v1/users?email={}", e.to_uppercase()),
+        Some(ADMIN_TOKEN),
+        &[],
+    )
+    .await
+    .json();
+    let users = found["users"].as_array().unwrap();
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["locked"], false);
+    assert!(users[0]["last_login_at"].is_string());
+    assert!(
+        !found.to_string().contains("argon2"),
+        "no hashes or secrets"
+    );
+    for bad in [
+        "email=%25",
+        "email=%27%20OR%20%271%27%3D%271",
+        "email=a@x.test&email=b@y.test",
+        "email=%2540x.test",
+    ] {
+        admin(
+            &app,
+            Method::GET,
+            &format!("/admin/v1/users?{bad}"),
+            Some(ADMIN_TOKEN),
+            &[],
+        )
+        .await
+        .assert_error(400, "invalid_request");
+    }
+}
+
+/// The value of one sample line in Prometheus text, 0 when absent.
+fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+// covers: ASVS-4.1.1, ASVS-3.4.4
+async fn metrics_move_with_the_traffic(b: Backend) {
+    let app = admin_app(b).await;
+    let before = admin(&app, Method::GET, "/metrics", Some(ADMIN_TOKEN), &[]).await;
+    assert_eq!(
+        before.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(before.header("x-content-type-options"), Some("nosniff"));
+    let e = email("metrics");
+    app.register(&e, PASSWORD).await;
+    for _ in 0..3 {
+        app.login(&e, PASSWORD).await;
+    }
+    app.login(&e, "a wrong password, not the real one").await;
+    let after = admin(&app, Method::GET, "/metrics", Some(ADMIN_TOKEN), &[])
+        .await
+        .text;
+    let delta = |name: &str| sample(&after, name) - sample(&before.text, name);
+    assert_eq!(
+        delta(r#"castellan_security_events_total{kind="login_succeeded"}"#),
+        3.0
+    );
+    assert_eq!(
+        delta(r#"castellan_security_events_total{kind="login_failed"}"#),
+        1.0
+    );
+    assert_eq!(
+        delta(r#"castellan_security_events_total{kind="user_registered"}"#),
+        1.0
+    );
+    assert!(after.contains("castellan_http_requests_total{route=\"/v1/login\""));
+    assert!(after.contains("castellan_password_hash_duration_seconds"));
+    assert!(after.contains("castellan_password_hash_queue_depth"));
+    if b == Backend::Postgres {
+        assert!(sample(&after, "castellan_db_pool_max_connections") >= 1.0);
+    }
+    assert!(
+        !after.contains(PASSWORD) && !after.contains(&e),
+        "no secrets or personal data in metrics"
+    );
+}
