@@ -194,6 +194,7 @@ impl Auth {
         code: &TotpCode,
         meta: &RequestMeta,
     ) -> Result<Vec<BackupCode>, MfaError> {
+        self.count_attempt(Bucket::Mfa, meta).await?;
         let record = match self.store.get_totp(user.id).await? {
             Some(r) if r.enabled => return Err(MfaError::AlreadyEnabled),
             Some(r) => r,

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::Auth;
 use super::login::LoginError;
 use super::mfa::{MfaError, SecondFactor};
-use super::throttle::Factor;
+use super::throttle::{Bucket, Factor};
 use crate::audit::{self, EventKind, RequestMeta};
 use crate::domain::{Aal, Password, Session, SessionToken, User};
 
@@ -46,16 +46,26 @@ impl Auth {
             return Err(LoginError::InvalidCredentials);
         }
         self.record_success(Factor::Password, account, meta).await?;
+        // The second factor gets the same limits as at the MFA login step.
         let aal = match second {
             Some(factor) => {
-                self.verify_second_factor(user, factor, meta)
-                    .await
-                    .map_err(|e| match e {
-                        MfaError::InvalidCode => LoginError::InvalidCredentials,
-                        MfaError::Service(s) => LoginError::Service(s),
-                        MfaError::Throttled(t) => LoginError::Throttled(t),
-                        _ => LoginError::InvalidCredentials,
-                    })?;
+                self.count_attempt(Bucket::Mfa, meta).await?;
+                self.check_backoff(Factor::SecondFactor, account, meta)
+                    .await?;
+                match self.verify_second_factor(user, factor, meta).await {
+                    Ok(_) => {
+                        self.record_success(Factor::SecondFactor, account, meta)
+                            .await?
+                    }
+                    Err(MfaError::InvalidCode) => {
+                        self.record_failure(Factor::SecondFactor, account, Some(user.id), meta)
+                            .await?;
+                        return Err(LoginError::InvalidCredentials);
+                    }
+                    Err(MfaError::Service(s)) => return Err(LoginError::Service(s)),
+                    Err(MfaError::Throttled(t)) => return Err(LoginError::Throttled(t)),
+                    Err(_) => return Err(LoginError::InvalidCredentials),
+                }
                 Aal::Aal2
             }
             None => Aal::Aal1,

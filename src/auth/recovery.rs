@@ -184,6 +184,8 @@ impl Auth {
         new: &Password,
         meta: &RequestMeta,
     ) -> Result<(), RecoveryError> {
+        // Token guesses from one address are bounded like reset requests.
+        self.count_attempt(Bucket::ResetRequest, meta).await?;
         if !token_shape_ok(token) {
             self.record(
                 EventKind::TokenRejected,
@@ -279,6 +281,8 @@ impl Auth {
         token: &str,
         meta: &RequestMeta,
     ) -> Result<(), RecoveryError> {
+        self.count_attempt(Bucket::VerificationRequest, meta)
+            .await?;
         if !token_shape_ok(token) {
             self.record(
                 EventKind::TokenRejected,
