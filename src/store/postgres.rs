@@ -76,6 +76,7 @@ impl PgStore {
                 bail!("the PostgreSQL connection is not encrypted although TLS was required");
             }
         }
+        check_pool_fits(&pool, max).await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
@@ -87,6 +88,29 @@ impl PgStore {
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
+}
+
+/// Refuses a pool the server cannot hold: `max_connections` minus the
+/// connections reserved for superusers must leave room for all of it.
+async fn check_pool_fits(pool: &PgPool, max: u32) -> anyhow::Result<()> {
+    let (limit, reserved): (String, String) = sqlx::query_as(
+        "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections')",
+    )
+    .fetch_one(pool)
+    .await
+    .context("cannot read max_connections")?;
+    let usable = limit
+        .parse::<u32>()
+        .unwrap_or(0)
+        .saturating_sub(reserved.parse::<u32>().unwrap_or(0));
+    if max > usable {
+        bail!(
+            "a pool of {max} connections cannot fit: the server allows {usable} \
+             (max_connections {limit} minus {reserved} reserved); lower CASTELLAN_DB_MAX_CONNECTIONS \
+             or raise max_connections (with several nodes, keep nodes x pool size <= {usable})"
+        );
+    }
+    Ok(())
 }
 
 /// The libpq spelling of a mode, for messages.

@@ -170,3 +170,34 @@ async fn connections_killed_by_the_server_are_replaced() {
     assert_eq!(r.status, 200, "{}", r.text);
     app.shutdown().await;
 }
+
+// covers: ASVS-15.2.2
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_larger_than_the_server_allows_is_refused_at_start() {
+    let mut cluster = PgCluster::start_new(ClusterOptions::default());
+    cluster.append_conf(&["max_connections = 12", "superuser_reserved_connections = 3"]);
+    cluster.restart();
+    let mut env = TestEnv::new(Backend::Sqlite).await;
+    env.set(
+        "CASTELLAN_DATABASE_URL",
+        &cluster.url("postgres", "sslmode=disable"),
+    );
+    env.set("CASTELLAN_DB_MAX_CONNECTIONS", "10");
+    let opened = castellan::store::open(&env.config()).await;
+    let err = match opened {
+        Ok(s) => panic!("refused; pool stats {:?}", s.pool_stats()),
+        Err(e) => e,
+    };
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("cannot fit")
+            && text.contains("max_connections 12")
+            && text.contains("allows 9"),
+        "{text}"
+    );
+    env.set("CASTELLAN_DB_MAX_CONNECTIONS", "9");
+    assert!(
+        castellan::store::open(&env.config()).await.is_ok(),
+        "a pool that fits starts"
+    );
+}
