@@ -53,6 +53,36 @@ fn token_shape_ok(token: &str) -> bool {
 }
 
 impl Auth {
+    /// Issues a single-use token of `purpose` (killing older ones) and mails
+    /// the link that carries it, in the URL fragment so it never reaches a
+    /// server log.
+    async fn mail_token(
+        &self,
+        user: &User,
+        purpose: TokenPurpose,
+        notice: impl FnOnce(String) -> Notice,
+    ) -> Result<(), RecoveryError> {
+        let (ttl, path) = match purpose {
+            TokenPurpose::PasswordReset => (self.config.reset_token_ttl, "/password/reset"),
+            TokenPurpose::EmailVerification => {
+                (self.config.verification_token_ttl, "/email/verify")
+            }
+        };
+        let now = self.clock.now();
+        let token = new_token()?;
+        let hash = self.keys.hash_account_token(&token);
+        self.store
+            .issue_token(&hash, user.id, purpose, now, now + ttl)
+            .await?;
+        let url = format!(
+            "{}{path}#token={}",
+            self.config.public_base_url,
+            token.as_str()
+        );
+        self.mailer.notify(&user.email, notice(url)).await;
+        Ok(())
+    }
+
     async fn record(
         &self,
         kind: EventKind,
@@ -146,17 +176,6 @@ impl Auth {
             .await?;
             return Ok(());
         }
-        let token = new_token()?;
-        let hash = self.keys.hash_account_token(&token);
-        self.store
-            .issue_token(
-                &hash,
-                user.id,
-                TokenPurpose::PasswordReset,
-                now,
-                now + self.config.reset_token_ttl,
-            )
-            .await?;
         self.record(
             EventKind::PasswordResetRequested,
             Some(user.id),
@@ -164,15 +183,10 @@ impl Auth {
             json!({"sent": true}),
         )
         .await?;
-        let url = format!(
-            "{}/password/reset#token={}",
-            self.config.public_base_url,
-            token.as_str()
-        );
-        self.mailer
-            .notify(&user.email, Notice::PasswordResetLink { url })
-            .await;
-        Ok(())
+        self.mail_token(&user, TokenPurpose::PasswordReset, |url| {
+            Notice::PasswordResetLink { url }
+        })
+        .await
     }
 
     /// Sets a new password with a mailed token: the token is spent, every
@@ -246,17 +260,6 @@ impl Auth {
                 .max(1);
             return Err(Throttled::RetryAfter(retry).into());
         }
-        let token = new_token()?;
-        let hash = self.keys.hash_account_token(&token);
-        self.store
-            .issue_token(
-                &hash,
-                user.id,
-                TokenPurpose::EmailVerification,
-                now,
-                now + self.config.verification_token_ttl,
-            )
-            .await?;
         self.record(
             EventKind::EmailVerificationRequested,
             Some(user.id),
@@ -264,15 +267,10 @@ impl Auth {
             json!({}),
         )
         .await?;
-        let url = format!(
-            "{}/email/verify#token={}",
-            self.config.public_base_url,
-            token.as_str()
-        );
-        self.mailer
-            .notify(&user.email, Notice::VerificationLink { url })
-            .await;
-        Ok(())
+        self.mail_token(user, TokenPurpose::EmailVerification, |url| {
+            Notice::VerificationLink { url }
+        })
+        .await
     }
 
     /// Marks the address verified with a mailed token.

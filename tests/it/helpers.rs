@@ -334,6 +334,40 @@ impl TestApp {
             .to_string()
     }
 
+    /// Sends the POSTs at the same moment (a barrier releases them
+    /// together) and returns their statuses in order. Each request is an
+    /// optional bearer token and a JSON body.
+    pub async fn post_at_once(
+        &self,
+        path: &str,
+        requests: Vec<(Option<String>, Value)>,
+    ) -> Vec<u16> {
+        let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+        let tasks: Vec<_> = requests
+            .into_iter()
+            .map(|(bearer, body)| {
+                let (client, url, barrier) = (
+                    self.client.clone(),
+                    format!("{}{path}", self.base),
+                    barrier.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut req = client.post(url).json(&body);
+                    if let Some(token) = bearer {
+                        req = req.bearer_auth(token);
+                    }
+                    barrier.wait().await;
+                    req.send().await.expect("request sent").status().as_u16()
+                })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for task in tasks {
+            statuses.push(task.await.expect("request task"));
+        }
+        statuses
+    }
+
     /// The messages in the mail directory (file transport), as text, oldest first.
     pub fn mails(&self) -> Vec<String> {
         let dir = self.dir.path().join("mail");

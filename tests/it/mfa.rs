@@ -390,32 +390,11 @@ async fn one_backup_code_sent_twenty_times_at_once_succeeds_once(b: Backend) {
     for _ in 0..20 {
         pendings.push(pending(&app, &e).await);
     }
-    let barrier = Arc::new(tokio::sync::Barrier::new(20));
-    let mut tasks = Vec::new();
-    for p in pendings {
-        let (client, url, code, barrier) = (
-            app.client.clone(),
-            format!("{}/v1/login/mfa", app.base),
-            codes[0].clone(),
-            barrier.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            barrier.wait().await;
-            client
-                .post(url)
-                .bearer_auth(p)
-                .json(&json!({"backup_code": code}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut statuses = Vec::new();
-    for t in tasks {
-        statuses.push(t.await.unwrap());
-    }
+    let requests = pendings
+        .into_iter()
+        .map(|p| (Some(p), json!({"backup_code": codes[0]})))
+        .collect();
+    let statuses = app.post_at_once("/v1/login/mfa", requests).await;
     assert_eq!(
         statuses.iter().filter(|s| **s == 200).count(),
         1,
