@@ -108,6 +108,22 @@ fn unix_seconds(t: time::OffsetDateTime) -> u64 {
 }
 
 impl Auth {
+    /// A fresh batch of backup codes (to show once) and their hashed rows
+    /// (to store).
+    async fn new_backup_codes(&self) -> Result<(Vec<BackupCode>, Vec<BackupCodeHash>), MfaError> {
+        let codes = BackupCode::generate_batch().map_err(ServiceError::from)?;
+        let hashes = self.hasher.hash_backup_codes(&codes).await?;
+        let rows = codes
+            .iter()
+            .zip(hashes)
+            .map(|(c, code_hash)| BackupCodeHash {
+                slot: c.slot(),
+                code_hash,
+            })
+            .collect();
+        Ok((codes, rows))
+    }
+
     fn require_recent_aal2(&self, session: &Session) -> Result<(), MfaError> {
         if session.aal != Aal::Aal2 {
             return Err(MfaError::Aal2Required);
@@ -213,16 +229,7 @@ impl Auth {
             .await?;
             return Err(MfaError::InvalidCode);
         };
-        let codes = BackupCode::generate_batch().map_err(ServiceError::from)?;
-        let hashes = self.hasher.hash_backup_codes(&codes).await?;
-        let rows: Vec<BackupCodeHash> = codes
-            .iter()
-            .zip(hashes)
-            .map(|(c, code_hash)| BackupCodeHash {
-                slot: c.slot(),
-                code_hash,
-            })
-            .collect();
+        let (codes, rows) = self.new_backup_codes().await?;
         if !self
             .store
             .activate_totp(user.id, step, &rows, session.id, self.clock.now())
@@ -431,16 +438,7 @@ impl Auth {
         if !user.mfa_enabled {
             return Err(MfaError::NothingToActivate);
         }
-        let codes = BackupCode::generate_batch().map_err(ServiceError::from)?;
-        let hashes = self.hasher.hash_backup_codes(&codes).await?;
-        let rows: Vec<BackupCodeHash> = codes
-            .iter()
-            .zip(hashes)
-            .map(|(c, code_hash)| BackupCodeHash {
-                slot: c.slot(),
-                code_hash,
-            })
-            .collect();
+        let (codes, rows) = self.new_backup_codes().await?;
         self.store.replace_backup_codes(user.id, &rows).await?;
         self.event(
             EventKind::BackupCodesRegenerated,

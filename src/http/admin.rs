@@ -90,11 +90,7 @@ async fn require_admin(
 }
 
 fn parse_id(raw: &str) -> Result<UserId, ApiError> {
-    Uuid::parse_str(raw)
-        .ok()
-        .filter(|u| u.hyphenated().to_string() == raw.to_ascii_lowercase())
-        .map(UserId)
-        .ok_or_else(|| ApiError::InvalidRequest("id: must be a user UUID".into()))
+    super::extract::canonical_uuid(raw, "id").map(UserId)
 }
 
 /// Parses a query string where every key may appear once.

@@ -60,6 +60,16 @@ fn describe_data_error(text: &str) -> String {
     format!("invalid body: {detail}")
 }
 
+/// Parses a UUID path parameter in its one canonical (lower-case,
+/// hyphenated) spelling; anything else is 400 naming `field`. Path values
+/// are percent-decoded once by the router and never again.
+pub fn canonical_uuid(raw: &str, field: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw)
+        .ok()
+        .filter(|u| u.hyphenated().to_string() == raw.to_ascii_lowercase())
+        .ok_or_else(|| ApiError::InvalidRequest(format!("{field}: must be a UUID")))
+}
+
 /// Keeps printable characters and caps the length (it ends up in the
 /// database, the audit record and the UI).
 pub fn clean_user_agent(raw: &str) -> String {

@@ -89,10 +89,7 @@ pub async fn revoke(
     auth: Authenticated,
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = uuid::Uuid::parse_str(&id)
-        .ok()
-        .filter(|u| u.hyphenated().to_string() == id.to_ascii_lowercase())
-        .ok_or_else(|| ApiError::InvalidRequest("id: must be a session UUID".into()))?;
+    let id = crate::http::extract::canonical_uuid(&id, "id")?;
     state.auth.revoke_session(&auth.session, id, &meta).await?;
     let mut response = StatusCode::NO_CONTENT.into_response();
     if id == auth.session.id {
