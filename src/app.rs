@@ -53,8 +53,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     start_with_clock(config, Arc::new(SystemClock)).await
 }
 
-/// [`start`] with an injected clock.
-pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+/// Opens storage and starts the hashing pool and the mailer: the use cases
+/// without any listener (the `admin` and `audit` commands use this too).
+pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Auth> {
     let config = Arc::new(config);
     let master = match &config.secret_key {
         Some(key) => key.clone(),
@@ -70,14 +71,20 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         keys.backup_pepper.clone(),
     )?;
     let mailer = crate::mail::Mailer::new(&config);
-    let auth = Auth {
-        config: config.clone(),
+    Ok(Auth {
+        config,
         store,
         keys,
         hasher,
         clock,
         mailer,
-    };
+    })
+}
+
+/// [`start`] with an injected clock.
+pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
+    let auth = build_auth(config, clock).await?;
+    let config = auth.config.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
@@ -119,6 +126,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     tokio::spawn(crate::jobs::session_cleanup::run(
         auth.clone(),
         config.session.cleanup_interval,
+        shutdown.subscribe(),
+    ));
+    tokio::spawn(crate::jobs::audit_retention::run(
+        auth.clone(),
         shutdown.subscribe(),
     ));
     let grace = config.shutdown_timeout;

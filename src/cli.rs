@@ -26,4 +26,73 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations and exit
     Migrate,
+    /// Verify, export or prune the tamper-evident audit log
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Operator actions on accounts and sessions, straight on the database
+    /// (the same actions as the admin API, recorded the same way)
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the hash chain; exit 1 and name the first altered, removed or
+    /// inserted event if it is broken. With CASTELLAN_AUDIT_KEY set, HMACs
+    /// are checked too.
+    Verify,
+    /// Write events as JSON lines (one object per event, chain order) to
+    /// stdout, with their hashes, for shipping elsewhere
+    Export {
+        /// Only events after this sequence number (for incremental shipping)
+        #[arg(long, value_name = "SEQ", default_value_t = 0)]
+        after_seq: i64,
+    },
+    /// Delete events older than the retention now (the service also does
+    /// this hourly), keeping the rest verifiable
+    Prune {
+        /// Age to keep, e.g. 90d (default: the audit_retention setting)
+        #[arg(long, value_name = "DURATION", value_parser = crate::config::parse_duration)]
+        older_than: Option<std::time::Duration>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Show the account with this email address
+    FindUser {
+        #[arg(value_name = "EMAIL")]
+        email: String,
+    },
+    /// Lock an account and end all its sessions
+    Lock {
+        /// User id or email address
+        #[arg(value_name = "USER")]
+        user: String,
+    },
+    /// Unlock an account
+    Unlock {
+        /// User id or email address
+        #[arg(value_name = "USER")]
+        user: String,
+    },
+    /// End all sessions of one account
+    RevokeSessions {
+        /// User id or email address
+        #[arg(value_name = "USER")]
+        user: String,
+    },
+    /// Remove an account's TOTP and backup codes (after checking the
+    /// person's identity, see docs/operations.md), end its sessions, mail it
+    ResetMfa {
+        /// User id or email address
+        #[arg(value_name = "USER")]
+        user: String,
+    },
+    /// End every session of every user (incident response)
+    RevokeAllSessions {
+        /// Required: confirms that everyone is signed out
+        #[arg(long)]
+        yes: bool,
+    },
 }

@@ -90,6 +90,15 @@ pub const SETTINGS: &[Setting] = &[
         "previous_secret_key",
         "the secret key before a rotation, kept only to open TOTP secrets sealed with it",
     ),
+    secret(
+        "audit_key",
+        "base64 of at least 32 random bytes; when set, every audit event also carries an HMAC under it (keep it outside the database)",
+    ),
+    s(
+        "audit_retention",
+        "365d",
+        "audit events older than this are pruned (the chain stays verifiable); `forever` keeps them all",
+    ),
     s(
         "session_idle_timeout",
         "30m",
@@ -446,6 +455,10 @@ pub struct Config {
     pub secret_key: Option<SecretBytes>,
     /// The key before a rotation: opens old sealed values, seals nothing.
     pub previous_secret_key: Option<SecretBytes>,
+    /// HMAC key for the audit chain; the database never holds it.
+    pub audit_key: Option<SecretBytes>,
+    /// Age after which audit events are pruned; `None` keeps them all.
+    pub audit_retention: Option<Duration>,
     pub session: SessionConfig,
     pub require_mfa: bool,
     /// Origin of mailed links, without a trailing slash.
@@ -594,6 +607,16 @@ impl Config {
         });
         let secret_key = p.parse("secret_key", parse_key);
         let previous_secret_key = p.parse("previous_secret_key", parse_key);
+        let audit_key = p.parse("audit_key", parse_key);
+        let audit_retention = p.parse("audit_retention", |v| match v {
+            "forever" => Ok(None),
+            _ => parse_duration_in(
+                v,
+                Duration::from_secs(86_400),
+                Duration::from_secs(36_500 * 86_400),
+            )
+            .map(Some),
+        });
         let idle_timeout = p.parse("session_idle_timeout", |v| {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
@@ -753,6 +776,8 @@ impl Config {
             admin_token: admin_token?,
             secret_key: secret_key?,
             previous_secret_key: previous_secret_key?,
+            audit_key: audit_key?,
+            audit_retention: audit_retention?,
             session: SessionConfig {
                 idle_timeout,
                 lifetime,

@@ -22,7 +22,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    telemetry::init(config.log_format, &config.log_level);
+    // Only the service logs to stdout; the other commands keep stdout for
+    // their output (e.g. `audit export`).
+    let log_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate);
+    telemetry::init(config.log_format, &config.log_level, log_to_stdout);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -37,6 +40,8 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => commands::serve::run(config).await,
             Command::Migrate => commands::migrate::run(config).await,
+            Command::Audit(command) => commands::audit::run(config, command).await,
+            Command::Admin(command) => commands::admin::run(config, command).await,
         }
     });
     match result {

@@ -20,7 +20,7 @@ pub enum AdminAction {
 }
 
 impl AdminAction {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             AdminAction::Lock => "lock",
             AdminAction::Unlock => "unlock",

@@ -1,4 +1,6 @@
 //! One function per subcommand.
 
+pub mod admin;
+pub mod audit;
 pub mod migrate;
 pub mod serve;

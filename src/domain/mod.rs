@@ -1,6 +1,7 @@
 //! Types with invariants and no I/O. Input is parsed into these at the HTTP
 //! boundary; the rest of castellan never sees raw strings.
 
+pub mod audit_chain;
 pub mod backup_code;
 pub mod email;
 pub mod password;

@@ -19,9 +19,10 @@ use super::AppState;
 use super::error::ApiError;
 use super::middleware;
 use super::views::UserView;
-use crate::audit::RequestMeta;
+use crate::audit::{EventKind, RequestMeta};
 use crate::auth::admin::{AdminAction, AdminError};
 use crate::domain::{Email, User, UserId};
+use crate::store::EventFilter;
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
@@ -78,7 +79,7 @@ async fn require_admin(
         let _ = crate::audit::record(
             &*state.auth.store,
             state.auth.clock.now(),
-            crate::audit::EventKind::AccessDenied,
+            EventKind::AccessDenied,
             None,
             &meta,
             serde_json::json!({"reason": "admin_token"}),
@@ -216,6 +217,8 @@ async fn revoke_all(State(s): State<AppState>, meta: RequestMeta) -> Result<Stat
 
 #[derive(Serialize)]
 struct EventView {
+    /// Position in the audit chain; also the pagination cursor.
+    seq: i64,
     id: Uuid,
     #[serde(with = "time::serde::rfc3339")]
     at: OffsetDateTime,
@@ -223,18 +226,50 @@ struct EventView {
     user_id: Option<Uuid>,
     ip: String,
     user_agent: String,
+    request_id: String,
     detail: serde_json::Value,
 }
 
 #[derive(Serialize)]
 struct Events {
     events: Vec<EventView>,
+    /// Pass as `before` for the next (older) page; null on the last page.
+    next_before: Option<i64>,
 }
 
-/// `GET /admin/v1/audit?user_id=&limit=`, newest first.
-async fn audit(State(state): State<AppState>, req: Request) -> Result<Json<Events>, ApiError> {
-    let params = single_params(req.uri().query(), &["user_id", "limit"])?;
-    let user = params.get("user_id").map(|u| parse_id(u)).transpose()?;
+fn parse_time(raw: &str, name: &str) -> Result<OffsetDateTime, ApiError> {
+    OffsetDateTime::parse(raw, &time::format_description::well_known::Rfc3339).map_err(|_| {
+        ApiError::InvalidRequest(format!(
+            "{name}: must be an RFC 3339 time, e.g. 2026-01-31T00:00:00Z"
+        ))
+    })
+}
+
+/// Reads `GET /admin/v1/audit`'s query: every parameter optional, each at
+/// most once, anything unknown refused.
+fn audit_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
+    let params = single_params(
+        query,
+        &["user_id", "kind", "since", "until", "before", "limit"],
+    )?;
+    let kind = params
+        .get("kind")
+        .map(|k| {
+            EventKind::ALL
+                .iter()
+                .find(|known| known.as_str() == k)
+                .map(|known| known.as_str().to_string())
+                .ok_or_else(|| ApiError::InvalidRequest("kind: unknown event kind".into()))
+        })
+        .transpose()?;
+    let before_seq = params
+        .get("before")
+        .map(|b| {
+            b.parse::<i64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                ApiError::InvalidRequest("before: must be a positive whole number".into())
+            })
+        })
+        .transpose()?;
     let limit = match params.get("limit") {
         None => 100,
         Some(l) => l
@@ -245,20 +280,54 @@ async fn audit(State(state): State<AppState>, req: Request) -> Result<Json<Event
                 ApiError::InvalidRequest("limit: must be a whole number from 1 to 1000".into())
             })?,
     };
-    let events = state.auth.store.list_events(user, limit).await?;
+    let filter = EventFilter {
+        user: params.get("user_id").map(|u| parse_id(u)).transpose()?,
+        kind,
+        since: params
+            .get("since")
+            .map(|t| parse_time(t, "since"))
+            .transpose()?,
+        until: params
+            .get("until")
+            .map(|t| parse_time(t, "until"))
+            .transpose()?,
+        before_seq,
+        limit,
+    };
+    if let (Some(since), Some(until)) = (filter.since, filter.until)
+        && since >= until
+    {
+        return Err(ApiError::InvalidRequest(
+            "until: must be later than since".into(),
+        ));
+    }
+    Ok(filter)
+}
+
+/// `GET /admin/v1/audit?user_id=&kind=&since=&until=&before=&limit=`,
+/// newest first.
+async fn audit(State(state): State<AppState>, req: Request) -> Result<Json<Events>, ApiError> {
+    let filter = audit_filter(req.uri().query())?;
+    let events = state.auth.store.list_events(&filter).await?;
+    let next_before = (events.len() == filter.limit as usize)
+        .then(|| events.last().map(|e| e.seq))
+        .flatten();
     Ok(Json(Events {
         events: events
             .into_iter()
             .map(|e| EventView {
+                seq: e.seq,
                 id: e.id,
                 at: e.at,
                 kind: e.kind,
                 user_id: e.user_id.map(|u| u.0),
                 ip: e.ip,
                 user_agent: e.user_agent,
+                request_id: e.request_id,
                 detail: e.detail,
             })
             .collect(),
+        next_before,
     }))
 }
 

@@ -2,4 +2,5 @@
 //! plus a thin loop that sleeps, calls it, logs failures and stops on the
 //! shutdown signal.
 
+pub mod audit_retention;
 pub mod session_cleanup;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DatabaseConfig};
 use crate::crypto::TokenHash;
+use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, StoredLink};
 use crate::domain::{Aal, Email, Session, User, UserId};
 
 pub mod postgres;
@@ -94,6 +95,8 @@ pub struct NewEvent {
 /// A stored security event.
 #[derive(Debug, Clone)]
 pub struct Event {
+    /// Position in the audit chain (consecutive, no gaps).
+    pub seq: i64,
     pub id: Uuid,
     pub at: OffsetDateTime,
     pub kind: String,
@@ -102,6 +105,81 @@ pub struct Event {
     pub user_agent: String,
     pub request_id: String,
     pub detail: serde_json::Value,
+    /// The chain link; absent on events written before the chain existed.
+    pub prev_hash: Option<Vec<u8>>,
+    pub hash: Option<Vec<u8>>,
+    pub mac: Option<Vec<u8>>,
+}
+
+impl Event {
+    /// The event as the chain verifier reads it.
+    pub fn as_link(&self) -> StoredLink<'_> {
+        StoredLink {
+            content: ChainedContent {
+                seq: self.seq,
+                id: self.id,
+                at: self.at,
+                kind: &self.kind,
+                user_id: self.user_id.map(|u| u.0),
+                ip: &self.ip,
+                user_agent: &self.user_agent,
+                request_id: &self.request_id,
+                detail: &self.detail,
+            },
+            prev_hash: self.prev_hash.as_deref(),
+            hash: self.hash.as_deref(),
+            mac: self.mac.as_deref(),
+        }
+    }
+}
+
+impl NewEvent {
+    /// The fields the chain protects, once the event has its place.
+    pub fn chained(&self, seq: i64) -> ChainedContent<'_> {
+        ChainedContent {
+            seq,
+            id: self.id,
+            at: self.at,
+            kind: self.kind,
+            user_id: self.user_id.map(|u| u.0),
+            ip: &self.ip,
+            user_agent: &self.user_agent,
+            request_id: &self.request_id,
+            detail: &self.detail,
+        }
+    }
+}
+
+/// Which events an audit query wants; every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub user: Option<UserId>,
+    pub kind: Option<String>,
+    /// Events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Events strictly before this time.
+    pub until: Option<OffsetDateTime>,
+    /// Pagination cursor: events with a smaller `seq`.
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+impl EventFilter {
+    /// The newest `limit` events.
+    pub fn newest(limit: u32) -> Self {
+        Self {
+            limit,
+            ..Self::default()
+        }
+    }
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneOutcome {
+    /// The new checkpoint: the last removed event.
+    pub through_seq: i64,
+    pub removed: u64,
 }
 
 #[async_trait]
@@ -167,12 +245,28 @@ pub trait SessionStore: Send + Sync {
     ) -> Result<Vec<(Uuid, UserId)>, StoreError>;
 }
 
+/// The audit log: an append-only hash chain. Appends are serialised in the
+/// database (a row lock on the chain head in PostgreSQL, the write lock in
+/// SQLite), so several processes on one database extend one chain.
 #[async_trait]
 pub trait EventStore: Send + Sync {
+    /// Links the event to the newest one and stores it, in one transaction.
     async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError>;
-    /// Newest first, optionally for one user.
-    async fn list_events(&self, user: Option<UserId>, limit: u32)
-    -> Result<Vec<Event>, StoreError>;
+    /// Newest first, filtered.
+    async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError>;
+    /// Up to `limit` events with `seq > after_seq`, in chain order.
+    async fn chain_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError>;
+    /// The chain's head row.
+    async fn chain_head(&self) -> Result<ChainHead, StoreError>;
+    /// In one transaction: deletes the events older than `cutoff`, moves
+    /// the checkpoint to the last one deleted and appends `record` (kind
+    /// `audit_pruned`, detail filled in here) naming the checkpoint.
+    /// `None` when nothing was old enough.
+    async fn prune_events(
+        &self,
+        cutoff: OffsetDateTime,
+        record: &NewEvent,
+    ) -> Result<Option<PruneOutcome>, StoreError>;
 }
 
 /// A stored TOTP credential (the secret still sealed).
@@ -352,11 +446,18 @@ pub trait Store:
 /// Opens the configured backend and applies pending migrations.
 pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.database {
-        DatabaseConfig::Sqlite { path } => Arc::new(sqlite::SqliteStore::open(path).await?),
+        DatabaseConfig::Sqlite { path } => {
+            Arc::new(sqlite::SqliteStore::open(path, audit_sealer(config)).await?)
+        }
         DatabaseConfig::Postgres { url } => {
             Arc::new(postgres::PgStore::connect(url, config).await?)
         }
     })
+}
+
+/// The audit chain's sealer, with the HMAC key when one is configured.
+pub fn audit_sealer(config: &Config) -> ChainSealer {
+    ChainSealer::new(config.audit_key.as_ref().map(|k| k.expose()))
 }
 
 /// Applies pending migrations only (the `migrate` command).

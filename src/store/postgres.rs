@@ -15,17 +15,20 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    AccountStore, BackupCodeHash, Credentials, Event, EventStore, MfaStore, NewEvent, NewSession,
-    NewUser, SessionStore, Store, StoreError, ThrottleStore, TokenPurpose, TotpRecord, UserStore,
+    AccountStore, BackupCodeHash, Credentials, Event, EventFilter, EventStore, MfaStore, NewEvent,
+    NewSession, NewUser, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
+    TokenPurpose, TotpRecord, UserStore,
 };
 use crate::config::Config;
 use crate::crypto::TokenHash;
+use crate::domain::audit_chain::{ChainHead, ChainSealer, Digest32, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
 
 /// PostgreSQL storage.
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    sealer: ChainSealer,
 }
 
 /// Parses the URL and applies castellan's TLS default (`verify-full`).
@@ -81,7 +84,10 @@ impl PgStore {
             .run(&pool)
             .await
             .context("PostgreSQL migrations failed")?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            sealer: super::audit_sealer(config),
+        })
     }
 
     /// The pool, for metrics and tests.
@@ -527,58 +533,202 @@ impl SessionStore for PgStore {
     }
 }
 
+/// The columns `event_from_row` reads (a macro so queries stay static text).
+macro_rules! event_columns {
+    () => {
+        "seq, id, at, kind, user_id, ip, user_agent, request_id, detail, prev_hash, hash, mac"
+    };
+}
+
+fn event_from_row(r: &PgRow) -> Result<Event, sqlx::Error> {
+    let user_id: Option<Uuid> = r.try_get(4)?;
+    Ok(Event {
+        seq: r.try_get(0)?,
+        id: r.try_get(1)?,
+        at: r.try_get(2)?,
+        kind: r.try_get(3)?,
+        user_id: user_id.map(UserId),
+        ip: r.try_get(5)?,
+        user_agent: r.try_get(6)?,
+        request_id: r.try_get(7)?,
+        detail: r.try_get(8)?,
+        prev_hash: r.try_get(9)?,
+        hash: r.try_get(10)?,
+        mac: r.try_get(11)?,
+    })
+}
+
+fn events_from_rows(rows: &[PgRow]) -> Result<Vec<Event>, StoreError> {
+    rows.iter()
+        .map(event_from_row)
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(map_err)
+}
+
+fn digest(bytes: Vec<u8>) -> Result<Digest32, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Unexpected(anyhow::anyhow!("audit chain hash is not 32 bytes")))
+}
+
+fn head_from_row(r: &PgRow) -> Result<ChainHead, StoreError> {
+    Ok(ChainHead {
+        last_seq: r.try_get(0).map_err(map_err)?,
+        last_hash: digest(r.try_get(1).map_err(map_err)?)?,
+        checkpoint_seq: r.try_get(2).map_err(map_err)?,
+        checkpoint_hash: digest(r.try_get(3).map_err(map_err)?)?,
+    })
+}
+
+/// Locks the chain head for the rest of the transaction: this row lock is
+/// what serialises appends across connections and nodes.
+async fn lock_head(tx: &mut Transaction<'static, Postgres>) -> Result<ChainHead, StoreError> {
+    let row = sqlx::query(
+        "SELECT last_seq, last_hash, checkpoint_seq, checkpoint_hash
+         FROM audit_chain WHERE id = 1 FOR UPDATE",
+    )
+    .fetch_one(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    head_from_row(&row)
+}
+
+/// Appends inside the caller's transaction.
+async fn append_in(
+    tx: &mut Transaction<'static, Postgres>,
+    sealer: &ChainSealer,
+    e: &NewEvent,
+) -> Result<(), StoreError> {
+    let head = lock_head(tx).await?;
+    let seq = head.last_seq + 1;
+    let link = sealer.link(&head.last_hash, &e.chained(seq));
+    sqlx::query(
+        "INSERT INTO security_events
+             (seq, id, at, kind, user_id, ip, user_agent, request_id, detail, prev_hash, hash, mac)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(seq)
+    .bind(e.id)
+    .bind(e.at)
+    .bind(e.kind)
+    .bind(e.user_id.map(|u| u.0))
+    .bind(&e.ip)
+    .bind(&e.user_agent)
+    .bind(&e.request_id)
+    .bind(&e.detail)
+    .bind(&link.prev_hash[..])
+    .bind(&link.hash[..])
+    .bind(link.mac.as_ref().map(|m| &m[..]))
+    .execute(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    sqlx::query("UPDATE audit_chain SET last_seq = $1, last_hash = $2 WHERE id = 1")
+        .bind(seq)
+        .bind(&link.hash[..])
+        .execute(&mut **tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_event(&self, e: &NewEvent) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO security_events (id, at, kind, user_id, ip, user_agent, request_id, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(e.id)
-        .bind(e.at)
-        .bind(e.kind)
-        .bind(e.user_id.map(|u| u.0))
-        .bind(&e.ip)
-        .bind(&e.user_agent)
-        .bind(&e.request_id)
-        .bind(&e.detail)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        append_in(&mut tx, &self.sealer, e).await?;
+        tx.commit().await.map_err(map_err)
     }
 
-    async fn list_events(
-        &self,
-        user: Option<UserId>,
-        limit: u32,
-    ) -> Result<Vec<Event>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, at, kind, user_id, ip, user_agent, request_id, detail
-             FROM security_events WHERE ($1::uuid IS NULL OR user_id = $1)
-             ORDER BY seq DESC LIMIT $2",
-        )
-        .bind(user.map(|u| u.0))
+    async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM security_events
+             WHERE ($1::uuid IS NULL OR user_id = $1) AND ($2::text IS NULL OR kind = $2)
+               AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4)
+               AND ($5::bigint IS NULL OR seq < $5)
+             ORDER BY seq DESC LIMIT $6"
+        ))
+        .bind(f.user.map(|u| u.0))
+        .bind(f.kind.as_deref())
+        .bind(f.since)
+        .bind(f.until)
+        .bind(f.before_seq)
+        .bind(i64::from(f.limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        events_from_rows(&rows)
+    }
+
+    async fn chain_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_columns!(),
+            " FROM security_events WHERE seq > $1 ORDER BY seq LIMIT $2"
+        ))
+        .bind(after_seq)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(map_err)?;
-        rows.iter()
-            .map(|r| {
-                let user_id: Option<Uuid> = r.try_get(3)?;
-                Ok(Event {
-                    id: r.try_get(0)?,
-                    at: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    user_id: user_id.map(UserId),
-                    ip: r.try_get(4)?,
-                    user_agent: r.try_get(5)?,
-                    request_id: r.try_get(6)?,
-                    detail: r.try_get(7)?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(map_err)
+        events_from_rows(&rows)
+    }
+
+    async fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        let row = sqlx::query(
+            "SELECT last_seq, last_hash, checkpoint_seq, checkpoint_hash FROM audit_chain WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        head_from_row(&row)
+    }
+
+    async fn prune_events(
+        &self,
+        cutoff: OffsetDateTime,
+        record: &NewEvent,
+    ) -> Result<Option<PruneOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let head = lock_head(&mut tx).await?;
+        let last_old: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT seq, hash FROM security_events WHERE at < $1 ORDER BY seq DESC LIMIT 1",
+        )
+        .bind(cutoff)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let Some((through, hash)) = last_old else {
+            return Ok(None);
+        };
+        let removed = sqlx::query("DELETE FROM security_events WHERE seq <= $1")
+            .bind(through)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        // Rows from before the chain existed move nothing.
+        let (checkpoint_seq, checkpoint_hash) = match hash {
+            Some(h) if through > head.checkpoint_seq => (through, digest(h)?),
+            _ => (head.checkpoint_seq, head.checkpoint_hash),
+        };
+        sqlx::query(
+            "UPDATE audit_chain SET checkpoint_seq = $1, checkpoint_hash = $2 WHERE id = 1",
+        )
+        .bind(checkpoint_seq)
+        .bind(&checkpoint_hash[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(map_err)?;
+        let mut record = record.clone();
+        record.detail = pruned_detail(checkpoint_seq, &checkpoint_hash, removed);
+        append_in(&mut tx, &self.sealer, &record).await?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(Some(PruneOutcome {
+            through_seq: checkpoint_seq,
+            removed,
+        }))
     }
 }
 

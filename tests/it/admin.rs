@@ -108,7 +108,12 @@ async fn admin_routes_need_the_token_and_are_not_on_the_public_listener(b: Backe
         200,
         "nothing happened to the user"
     );
-    let events = app.auth.store.list_events(None, 1000).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(1000))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
@@ -276,7 +281,12 @@ async fn admin_mfa_reset_clears_the_second_factor_and_tells_the_user(b: Backend)
             .iter()
             .any(|m| m.contains("by an administrator"))
     );
-    let events = app.auth.store.list_events(None, 100).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(100))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()

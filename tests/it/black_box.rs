@@ -10,9 +10,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, TEST_SECRET_KEY, email, fresh_pg_database};
 
-const BIN: &str = env!("CARGO_BIN_EXE_castellan");
+pub const BIN: &str = env!("CARGO_BIN_EXE_castellan");
 
-fn castellan(dir: &Path) -> Command {
+pub fn castellan(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
     for (k, _) in std::env::vars() {
@@ -23,7 +23,7 @@ fn castellan(dir: &Path) -> Command {
     cmd
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -31,12 +31,12 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn run(cmd: &mut Command) -> Output {
+pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("castellan runs")
 }
 
 /// Waits until the server answers, or panics with its output.
-async fn wait_ready(base: &str, child: &mut Child) {
+pub async fn wait_ready(base: &str, child: &mut Child) {
     let client = reqwest::Client::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(20) {
@@ -55,7 +55,7 @@ async fn wait_ready(base: &str, child: &mut Child) {
     panic!("castellan did not become ready");
 }
 
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
+pub fn terminate(child: &mut Child) -> std::process::ExitStatus {
     let pid = child.id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     child.wait().unwrap()

@@ -397,7 +397,7 @@ impl TestApp {
         let mut events = self
             .auth
             .store
-            .list_events(None, 1000)
+            .list_events(&castellan::store::EventFilter::newest(1000))
             .await
             .expect("events");
         events.reverse();

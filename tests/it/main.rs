@@ -12,6 +12,7 @@ mod pg_cluster;
 
 mod accounts;
 mod admin;
+mod audit;
 mod black_box;
 mod db_faults;
 mod docs;

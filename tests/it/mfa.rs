@@ -318,7 +318,12 @@ async fn totp_codes_are_accepted_once(b: Backend) {
     mfa_step(&app, &p2, json!({"totp_code": now_code(&secret, 0)}))
         .await
         .assert_error(401, "invalid_credentials");
-    let events = app.auth.store.list_events(None, 100).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(100))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
@@ -344,7 +349,12 @@ async fn five_wrong_codes_end_the_pending_session(b: Backend) {
     mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .assert_error(401, "unauthenticated");
-    let events = app.auth.store.list_events(None, 100).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(100))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
@@ -603,7 +613,12 @@ async fn a_tampered_secret_fails_closed(b: Backend) {
     mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .assert_error(401, "invalid_credentials");
-    let events = app.auth.store.list_events(None, 50).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(50))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()

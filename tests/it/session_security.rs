@@ -98,7 +98,12 @@ async fn another_users_session_is_not_found_and_untouched(b: Backend) {
             .assert_error(400, "invalid_request");
         assert!(msg.contains("id"), "{msg}");
     }
-    let events = app.auth.store.list_events(None, 100).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(100))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
@@ -285,7 +290,12 @@ async fn the_session_cap_ends_the_oldest_session(b: Backend) {
             .len(),
         3
     );
-    let events = app.auth.store.list_events(None, 100).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(100))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()
@@ -330,7 +340,12 @@ async fn client_ip_comes_from_the_socket_unless_a_proxy_is_trusted(b: Backend) {
         "198.51.100.7",
         "right-most untrusted hop"
     );
-    let events = app.auth.store.list_events(None, 10).await.unwrap();
+    let events = app
+        .auth
+        .store
+        .list_events(&castellan::store::EventFilter::newest(10))
+        .await
+        .unwrap();
     assert!(
         events
             .iter()

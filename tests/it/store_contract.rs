@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use castellan::crypto::TokenHash;
 use castellan::domain::{Aal, Email, UserId};
-use castellan::store::{self, NewEvent, NewSession, NewUser, Store, StoreError};
+use castellan::store::{self, EventFilter, NewEvent, NewSession, NewUser, Store, StoreError};
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -266,16 +266,48 @@ async fn events_are_appended_and_listed_newest_first(b: Backend) {
         .await
         .unwrap();
     }
-    let all = s.list_events(None, 10).await.unwrap();
+    let all = s.list_events(&EventFilter::newest(10)).await.unwrap();
     assert_eq!(
         all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
         ["logout", "login_succeeded", "login_failed"]
     );
     assert_eq!(all[0].detail, json!({"n": 2}));
     assert_eq!(all[0].request_id, "req-2");
-    let mine = s.list_events(Some(u), 1).await.unwrap();
+    let mine = s
+        .list_events(&EventFilter {
+            user: Some(u),
+            ..EventFilter::newest(1)
+        })
+        .await
+        .unwrap();
     assert_eq!(mine.len(), 1);
     assert_eq!(mine[0].kind, "logout");
+    let failed = s
+        .list_events(&EventFilter {
+            kind: Some("login_failed".into()),
+            ..EventFilter::newest(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed.len(), 1);
+    let older = s
+        .list_events(&EventFilter {
+            before_seq: Some(all[0].seq),
+            ..EventFilter::newest(10)
+        })
+        .await
+        .unwrap();
+    assert_eq!(older.len(), 2);
+    // The chain: consecutive sequence numbers, each linked to the one before.
+    let chain = s.chain_events(0, 10).await.unwrap();
+    assert_eq!(chain.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    assert_eq!(chain[0].prev_hash.as_deref(), Some(&[0u8; 32][..]));
+    assert_eq!(chain[1].prev_hash, chain[0].hash);
+    assert_eq!(chain[2].prev_hash, chain[1].hash);
+    let head = s.chain_head().await.unwrap();
+    assert_eq!(head.last_seq, 3);
+    assert_eq!(Some(&head.last_hash[..]), chain[2].hash.as_deref());
+    assert_eq!(s.chain_events(2, 10).await.unwrap().len(), 1);
 }
 
 async fn migrations_are_idempotent(b: Backend) {

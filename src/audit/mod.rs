@@ -1,11 +1,15 @@
 //! Security events: what happened, to whom, from where. Each event is
 //! written to the database (the admin API reads it back) and logged.
-//! Details are small JSON objects and never carry a secret.
+//! Details are small JSON objects and never carry a secret. The stored
+//! events form a hash chain; [`chain`] verifies, exports and prunes it.
+
+pub mod chain;
 
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::domain::UserId;
+use crate::domain::audit_chain::truncate_to_millis;
 use crate::store::{NewEvent, Store, StoreError};
 
 /// Every kind of security event castellan records. `docs/logging.md` lists
@@ -40,6 +44,7 @@ pub enum EventKind {
     AdminAction,
     PasswordRehashed,
     HashingSaturated,
+    AuditPruned,
 }
 
 impl EventKind {
@@ -72,6 +77,7 @@ impl EventKind {
         EventKind::AdminAction,
         EventKind::PasswordRehashed,
         EventKind::HashingSaturated,
+        EventKind::AuditPruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -104,6 +110,7 @@ impl EventKind {
             EventKind::AdminAction => "admin_action",
             EventKind::PasswordRehashed => "password_rehashed",
             EventKind::HashingSaturated => "hashing_saturated",
+            EventKind::AuditPruned => crate::domain::audit_chain::PRUNED_KIND,
         }
     }
 }
@@ -138,7 +145,7 @@ pub async fn record(
     store
         .append_event(&NewEvent {
             id: Uuid::new_v4(),
-            at: now,
+            at: truncate_to_millis(now),
             kind: kind.as_str(),
             user_id: user,
             ip: meta.ip.clone(),
