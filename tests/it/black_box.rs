@@ -71,6 +71,13 @@ fn help_and_version_work_for_every_command() {
         &["--help"][..],
         &["serve", "--help"],
         &["migrate", "--help"],
+        &["audit", "--help"],
+        &["audit", "verify", "--help"],
+        &["audit", "export", "--help"],
+        &["audit", "prune", "--help"],
+        &["admin", "--help"],
+        &["admin", "lock", "--help"],
+        &["admin", "revoke-all-sessions", "--help"],
     ] {
         let out = run(castellan(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");
