@@ -700,7 +700,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn chain_head(&self) -> Result<ChainHead, StoreError> {
-        self.read(|conn| read_head(conn)).await
+        self.read(read_head).await
     }
 
     async fn prune_events(
