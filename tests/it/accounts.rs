@@ -295,12 +295,7 @@ async fn login_failures_look_the_same_for_unknown_and_wrong(b: Backend) {
             .await
             .assert_error(401, "invalid_credentials");
     }
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(10))
-        .await
-        .unwrap();
+    let events = app.events(10).await;
     let failed: Vec<_> = events.iter().filter(|e| e.kind == "login_failed").collect();
     assert_eq!(failed.len(), 4);
     let reasons: Vec<_> = failed

@@ -109,12 +109,7 @@ async fn admin_routes_need_the_token_and_are_not_on_the_public_listener(b: Backe
         200,
         "nothing happened to the user"
     );
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(1000))
-        .await
-        .unwrap();
+    let events = app.events(1000).await;
     assert!(
         events
             .iter()
@@ -282,12 +277,7 @@ async fn admin_mfa_reset_clears_the_second_factor_and_tells_the_user(b: Backend)
             .iter()
             .any(|m| m.contains("by an administrator"))
     );
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(100))
-        .await
-        .unwrap();
+    let events = app.events(100).await;
     assert!(
         events
             .iter()

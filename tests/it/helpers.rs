@@ -392,14 +392,18 @@ impl TestApp {
             .collect()
     }
 
+    /// The newest `limit` security events, newest first.
+    pub async fn events(&self, limit: u32) -> Vec<castellan::store::Event> {
+        self.auth
+            .store
+            .list_events(&castellan::store::EventFilter::newest(limit))
+            .await
+            .expect("events")
+    }
+
     /// The kinds of the recorded security events, oldest first.
     pub async fn event_kinds(&self) -> Vec<String> {
-        let mut events = self
-            .auth
-            .store
-            .list_events(&castellan::store::EventFilter::newest(1000))
-            .await
-            .expect("events");
+        let mut events = self.events(1000).await;
         events.reverse();
         events.into_iter().map(|e| e.kind).collect()
     }

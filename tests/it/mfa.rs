@@ -318,12 +318,7 @@ async fn totp_codes_are_accepted_once(b: Backend) {
     mfa_step(&app, &p2, json!({"totp_code": now_code(&secret, 0)}))
         .await
         .assert_error(401, "invalid_credentials");
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(100))
-        .await
-        .unwrap();
+    let events = app.events(100).await;
     assert!(
         events
             .iter()
@@ -349,12 +344,7 @@ async fn five_wrong_codes_end_the_pending_session(b: Backend) {
     mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .assert_error(401, "unauthenticated");
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(100))
-        .await
-        .unwrap();
+    let events = app.events(100).await;
     assert!(
         events
             .iter()
@@ -613,12 +603,7 @@ async fn a_tampered_secret_fails_closed(b: Backend) {
     mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .assert_error(401, "invalid_credentials");
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(50))
-        .await
-        .unwrap();
+    let events = app.events(50).await;
     assert!(
         events
             .iter()

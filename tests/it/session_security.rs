@@ -98,12 +98,7 @@ async fn another_users_session_is_not_found_and_untouched(b: Backend) {
             .assert_error(400, "invalid_request");
         assert!(msg.contains("id"), "{msg}");
     }
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(100))
-        .await
-        .unwrap();
+    let events = app.events(100).await;
     assert!(
         events
             .iter()
@@ -290,12 +285,7 @@ async fn the_session_cap_ends_the_oldest_session(b: Backend) {
             .len(),
         3
     );
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(100))
-        .await
-        .unwrap();
+    let events = app.events(100).await;
     assert!(
         events
             .iter()
@@ -340,12 +330,7 @@ async fn client_ip_comes_from_the_socket_unless_a_proxy_is_trusted(b: Backend) {
         "198.51.100.7",
         "right-most untrusted hop"
     );
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(10))
-        .await
-        .unwrap();
+    let events = app.events(10).await;
     assert!(
         events
             .iter()

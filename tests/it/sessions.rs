@@ -155,12 +155,7 @@ async fn logout_kills_the_token_at_once_and_clears_the_cookie(b: Backend) {
 }
 
 async fn app_user_key(app: &crate::helpers::TestApp) -> String {
-    let events = app
-        .auth
-        .store
-        .list_events(&castellan::store::EventFilter::newest(100))
-        .await
-        .unwrap();
+    let events = app.events(100).await;
     let id = events.iter().find_map(|e| e.user_id).unwrap();
     let user = app.auth.store.get_user(id).await.unwrap().unwrap();
     assert!(
