@@ -480,6 +480,23 @@ async fn removing_totp_needs_aal2_and_a_fresh_reauthentication(b: Backend) {
             .iter()
             .any(|m| m.contains("Two-factor authentication was turned off"))
     );
+    // covers: ASVS-16.3.1 (each step of the factor's life is an audit event, in order)
+    let kinds = app.event_kinds().await;
+    let mut from = 0;
+    for kind in [
+        "mfa_enrolled",
+        "mfa_activated",
+        "mfa_verified",
+        "backup_code_used",
+        "reauthenticated",
+        "mfa_removed",
+    ] {
+        from += kinds[from..]
+            .iter()
+            .position(|k| k == kind)
+            .unwrap_or_else(|| panic!("{kind} after position {from} in {kinds:?}"))
+            + 1;
+    }
 }
 
 // covers: ASVS-6.5.1, N63B-20
