@@ -154,9 +154,13 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
     let port = free_port();
     let log_path = dir.path().join("out.log");
     let log = std::fs::File::create(&log_path).unwrap();
+    let admin_port = free_port();
+    let admin_token = "log-test-admin-token-0123456789abcdefghijkl";
     let mut child = castellan(dir.path())
         .arg("serve")
         .env("CASTELLAN_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CASTELLAN_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
+        .env("CASTELLAN_ADMIN_TOKEN", admin_token)
         .env("CASTELLAN_LOG_LEVEL", "debug")
         .env("CASTELLAN_LOG_FORMAT", "json")
         .env("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY)
@@ -216,8 +220,31 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
+    // An operator looks the user up: the email in the query string stays
+    // out of access logs and spans (ASVS 16.2.5, issue 7).
+    let encoded = who.replace('@', "%40");
+    for query in [who.clone(), encoded.clone()] {
+        let r = client
+            .get(format!(
+                "http://127.0.0.1:{admin_port}/admin/v1/users?email={query}"
+            ))
+            .bearer_auth(admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
     assert!(terminate(&mut child).success());
     let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.contains("/admin/v1/users"),
+        "admin requests were logged"
+    );
+    assert!(!text.contains(&encoded), "an encoded email reached the log");
+    assert!(
+        !text.contains(admin_token),
+        "the admin token reached the log"
+    );
     assert!(text.contains("request finished"), "the log was captured");
     for secret in [
         PASSWORD,
