@@ -11,11 +11,12 @@
 //! - [`domain`]: types with invariants and no I/O (email, password, token, session).
 //! - [`auth`]: use cases (registration, login, the session check) and the hashing pool.
 //! - [`store`]: role traits and their SQLite and PostgreSQL implementations; all SQL.
-//! - [`audit`]: security events written to the database and the log.
+//! - [`audit`]: security events written to the database and the log, and
+//!   the verification, export and pruning of their hash chain.
 //! - [`metrics`]: Prometheus metric names and the recorder.
 //! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
 //! - [`http`]: routes, extractors, the error mapping and security headers.
-//! - [`jobs`]: background work (deleting ended sessions).
+//! - [`jobs`]: background work (deleting ended sessions, audit retention).
 #![forbid(unsafe_code)]
 
 pub mod app;
