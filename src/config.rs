@@ -1378,6 +1378,70 @@ mod tests {
     }
 
     #[test]
+    fn pool_settings_have_defaults_and_are_checked_together() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.db_min_connections, 1);
+        assert_eq!(c.db_idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.db_max_lifetime, Duration::from_secs(1800));
+        assert_eq!(c.db_pool_size(), default_pool_size());
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_DB_MAX_CONNECTIONS", "4"),
+                ("CASTELLAN_DB_MIN_CONNECTIONS", "4"),
+                ("CASTELLAN_DB_IDLE_TIMEOUT", "1m"),
+                ("CASTELLAN_DB_MAX_LIFETIME", "1m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.db_pool_size(), c.db_min_connections), (4, 4));
+        assert_eq!(c.db_idle_timeout, c.db_max_lifetime);
+        // Out of range and malformed values, each reported.
+        let err = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_DB_MIN_CONNECTIONS", "-1"),
+                ("CASTELLAN_DB_IDLE_TIMEOUT", "0s"),
+                ("CASTELLAN_DB_MAX_LIFETIME", "8d"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        for name in ["MIN_CONNECTIONS", "IDLE_TIMEOUT", "MAX_LIFETIME"] {
+            assert!(text.contains(&format!("CASTELLAN_DB_{name}")), "{text}");
+        }
+        // Rules between settings, both reported.
+        let err = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_DB_MAX_CONNECTIONS", "4"),
+                ("CASTELLAN_DB_MIN_CONNECTIONS", "5"),
+                ("CASTELLAN_DB_IDLE_TIMEOUT", "2h"),
+                ("CASTELLAN_DB_MAX_LIFETIME", "1h"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 2, "{text}");
+        assert!(
+            text.contains("db_min_connections: must not exceed the pool size (4)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("db_idle_timeout: must not exceed db_max_lifetime"),
+            "{text}"
+        );
+        // With the default pool size the message says it is the default.
+        let err =
+            Config::load(None, &env(&[("CASTELLAN_DB_MIN_CONNECTIONS", "10000")])).unwrap_err();
+        assert!(
+            err.to_string().contains("the default for this machine"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_variables_and_every_bad_value_are_reported_together() {
         let err = Config::load(
             None,
