@@ -15,7 +15,7 @@
 #   BENCH_DURATION, BENCH_USERS, BENCH_SESSION_CONNS, ...). BENCH_BACKENDS,
 #   BENCH_PHASES and BENCH_PG_MAX_CONNECTIONS are set here.
 #
-# Before each run it waits (polling every 30 s) while a rustc or cargo
+# Before each run it waits (polling every 30 s) while a rustc, cargo or cargo-nextest
 # process is running: a build on the same 2 CPUs distorts the numbers.
 set -euo pipefail
 
@@ -35,7 +35,7 @@ pg_max=$((largest + 20))
 [ "$pg_max" -ge 100 ] || pg_max=100
 
 wait_for_builds() {
-    while pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null; do
+    while pgrep -x rustc >/dev/null || pgrep -x cargo >/dev/null || pgrep -x cargo-nextest >/dev/null; do
         printf '%s: a build is running (load %s); waiting 30 s\n' "$(date -u +%T)" \
             "$(cut -d' ' -f1-3 /proc/loadavg)"
         sleep 30
