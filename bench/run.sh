@@ -24,6 +24,11 @@
 #   BENCH_SKIP_BUILD [0]  1: use the existing target/release binaries (no cargo)
 #   BENCH_NICE [-10 as root, else 0]  niceness of the server, PostgreSQL, wrk and hash_cost
 #   BENCH_IDLE_WAIT [60]  seconds to wait in all, at most, for other work on the machine to stop
+#   BENCH_PHASES ["health session login mixed"]  which phases to measure (any subset, in that order)
+#   BENCH_SESSION_CONNS [64]  wrk connections of the session phases
+#   BENCH_PG_MAX_CONNECTIONS [100]  max_connections of the throwaway PostgreSQL cluster
+#     (raise it to measure a castellan pool above 97, e.g. CASTELLAN_DB_MAX_CONNECTIONS=120)
+# bench/pool_sizes.sh runs the session phase at several pool sizes with these.
 # Other CASTELLAN_* variables in the environment reach the server and are
 # listed in the report, e.g. `CASTELLAN_HASH_THREADS=1 bench/run.sh` to compare.
 #
@@ -44,7 +49,9 @@ DURATION=${BENCH_DURATION:-20}
 WARMUP=${BENCH_WARMUP:-3}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
 WRK_THREADS=2
-SESSION_CONNS=64
+SESSION_CONNS=${BENCH_SESSION_CONNS:-64}
+PHASES=" ${BENCH_PHASES:-health session login mixed} "
+PG_MAX_CONNECTIONS=${BENCH_PG_MAX_CONNECTIONS:-100}
 HEALTH_CONNS=64
 LOGIN_CONNS=16
 # Every seeded user has this password (no quotes or backslashes: it goes into JSON as is).
@@ -407,13 +414,20 @@ mixed_phase() {
     result_line mixed_login mixed "$OUT/mixed_session.wrkcpu" "$OUT/mixed_login.wrkcpu"
 }
 
+# wants PHASE: whether BENCH_PHASES asks for PHASE.
+wants() { [[ "$PHASES" == *" $1 "* ]]; }
+
 measure() {
-    bench_phase health "$HEALTH_CONNS" health.lua
-    refresh_last_seen
-    bench_phase session "$SESSION_CONNS" session.lua "$TOKENS"
-    bench_phase login "$LOGIN_CONNS" login.lua "$USERS" "$PASSWORD"
-    refresh_last_seen
-    mixed_phase
+    if wants health; then bench_phase health "$HEALTH_CONNS" health.lua; fi
+    if wants session; then
+        refresh_last_seen
+        bench_phase session "$SESSION_CONNS" session.lua "$TOKENS"
+    fi
+    if wants login; then bench_phase login "$LOGIN_CONNS" login.lua "$USERS" "$PASSWORD"; fi
+    if wants mixed; then
+        refresh_last_seen
+        mixed_phase
+    fi
 }
 
 # ---------------------------------------------------------------- PostgreSQL
@@ -444,7 +458,7 @@ start_pg() {
     for _ in 1 2 3 4 5; do
         PG_PORT=$(free_port)
         if as_pg "$PG_BIN/pg_ctl" -w -t 60 -D "$PG_DATA" -l "$PG_LOG" \
-            -o "-p $PG_PORT -k $PG_TMP/sock -c listen_addresses=127.0.0.1 -c ssl=off -c max_connections=100" \
+            -o "-p $PG_PORT -k $PG_TMP/sock -c listen_addresses=127.0.0.1 -c ssl=off -c max_connections=$PG_MAX_CONNECTIONS" \
             start >/dev/null; then
             PG_STARTED=1
             break
@@ -522,6 +536,7 @@ SQL
     {
         printf 'backend=%s' "$BACKEND"
         for name in health session login mixed_session mixed_login; do
+            [ -f "$OUT/$name.txt" ] || continue
             line="$(grep '^BENCH ' "$OUT/$name.txt" | tail -n 1 | cut -c7-) $(grep '^CPU ' "$OUT/$name.txt" | tail -n 1 | cut -c5-)"
             # prefix each key with the phase name
             printf ' %s' "$(printf '%s' "$line" | sed "s/\([a-z0-9_]*\)=/$name.\1=/g")"
@@ -642,6 +657,8 @@ for d in rows:
     p("| phase | connections | requests/s | p50 ms | p99 ms | non-2xx | socket errors | CPU server / wrk / other % |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|")
     def line(label, phase, conns, rps=None):
+        if phase + ".rps" not in d:
+            return  # not measured (BENCH_PHASES)
         r = f(d, f"{phase}.rps") if rps is None else rps
         other = f(d, phase + ".cpu_other_pct")
         if other > 10:
@@ -656,10 +673,11 @@ for d in rows:
     line("POST /v1/login with session load, successful/s", "mixed_login", E["LOGIN_CONNS"], ok_logins(d, "mixed_login"))
     p("")
     statuses = []
-    for phase in ("login", "mixed_login"):
+    for phase in [x for x in ("login", "mixed_login") if x + ".rps" in d]:
         codes = sorted((k.split("status_")[1], int(float(v))) for k, v in d.items() if k.startswith(phase + ".status_"))
         statuses.append(f"{phase}: " + ", ".join(f"{c}: {n}" for c, n in codes))
-    p("Login responses by status: " + "; ".join(statuses) + ".")
+    if statuses:
+        p("Login responses by status: " + "; ".join(statuses) + ".")
     p(f"castellan log (JSON, level info): {d.get('log_errors', '0')} ERROR and {d.get('log_warns', '0')} WARN lines, "
       f"{d.get('log_5xx', '0')} responses logged with a 5xx status.")
     excerpt = os.path.join(E["BENCH_TMP"], f"log_excerpt_{b}.txt")
@@ -676,6 +694,8 @@ hash_par = float(E["HASH_PAR"]) if E.get("HASH_PAR") else 0.0
 p("| backend | session rps / health rps (target >= 0.3) | login rps / ideal (target >= 0.8) | session p99 under login load / idle (target <= 2) | login rps / measured parallel hash rate (info) |")
 p("|---|---:|---:|---:|---:|")
 for d in rows:
+    if not all(k + ".rps" in d for k in ("health", "session", "login", "mixed_session")):
+        continue  # ratios need every phase (BENCH_PHASES left some out)
     r1 = f(d, "session.rps") / max(f(d, "health.rps"), 1e-9)
     r2 = ok_logins(d, "login") / ideal_logins
     r3 = f(d, "mixed_session.p99_ms") / max(f(d, "session.p99_ms"), 1e-9)

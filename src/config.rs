@@ -319,6 +319,21 @@ pub const SETTINGS: &[Setting] = &[
         "longest wait for a database connection before 503",
     ),
     s(
+        "db_min_connections",
+        "1",
+        "PostgreSQL connections kept open even when idle; at most the pool size",
+    ),
+    s(
+        "db_idle_timeout",
+        "10m",
+        "a PostgreSQL connection idle this long is closed (down to the minimum)",
+    ),
+    s(
+        "db_max_lifetime",
+        "30m",
+        "a PostgreSQL connection is replaced after this long",
+    ),
+    s(
         "shutdown_timeout",
         "10s",
         "how long in-flight requests may finish after SIGTERM",
@@ -489,6 +504,10 @@ pub struct Config {
     pub database_allow_unverified_tls: bool,
     pub db_max_connections: u32,
     pub db_acquire_timeout: Duration,
+    /// Connections the PostgreSQL pool keeps open when idle.
+    pub db_min_connections: u32,
+    pub db_idle_timeout: Duration,
+    pub db_max_lifetime: Duration,
     pub shutdown_timeout: Duration,
 }
 
@@ -757,6 +776,17 @@ impl Config {
         let db_acquire_timeout = p.parse("db_acquire_timeout", |v| {
             parse_duration_in(v, Duration::from_millis(10), Duration::from_secs(60))
         });
+        let db_min_connections = p.parse("db_min_connections", |v| parse_int_in(v, 0, 10_000));
+        let db_idle_timeout = p.parse("db_idle_timeout", |v| {
+            parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
+        });
+        let db_max_lifetime = p.parse("db_max_lifetime", |v| {
+            parse_duration_in(
+                v,
+                Duration::from_secs(1),
+                Duration::from_secs(7 * 24 * 3600),
+            )
+        });
         let shutdown_timeout = p.parse("shutdown_timeout", |v| {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
@@ -841,6 +871,9 @@ impl Config {
             database_allow_unverified_tls: database_allow_unverified_tls?,
             db_max_connections: u32::try_from(db_max_connections?).ok()?,
             db_acquire_timeout: db_acquire_timeout?,
+            db_min_connections: u32::try_from(db_min_connections?).ok()?,
+            db_idle_timeout: db_idle_timeout?,
+            db_max_lifetime: db_max_lifetime?,
             shutdown_timeout: shutdown_timeout?,
             data_dir,
         };
@@ -865,6 +898,7 @@ impl Config {
         if self.session.idle_timeout > self.session.lifetime {
             fail("session_idle_timeout", "must not exceed session_lifetime");
         }
+        self.check_pool(&mut fail);
         self.check_smtp(&mut fail);
         if self.profile == Profile::Production {
             if self.secret_key.is_none() {
@@ -902,6 +936,37 @@ impl Config {
 }
 
 impl Config {
+    /// The PostgreSQL pool size: the configured one, or the CPU-based default.
+    pub fn db_pool_size(&self) -> u32 {
+        if self.db_max_connections == 0 {
+            default_pool_size()
+        } else {
+            self.db_max_connections
+        }
+    }
+
+    /// The rules between the pool settings.
+    fn check_pool(&self, fail: &mut impl FnMut(&str, &str)) {
+        let max = self.db_pool_size();
+        if self.db_min_connections > max {
+            let problem = format!(
+                "must not exceed the pool size ({max}{}); lower CASTELLAN_DB_MIN_CONNECTIONS or raise CASTELLAN_DB_MAX_CONNECTIONS",
+                if self.db_max_connections == 0 {
+                    ", the default for this machine"
+                } else {
+                    ""
+                }
+            );
+            fail("db_min_connections", &problem);
+        }
+        if self.db_idle_timeout > self.db_max_lifetime {
+            fail(
+                "db_idle_timeout",
+                "must not exceed db_max_lifetime (a connection is replaced before it could idle out)",
+            );
+        }
+    }
+
     /// The rules of the SMTP settings (only checked for `mail_transport = smtp`).
     fn check_smtp(&self, fail: &mut impl FnMut(&str, &str)) {
         if self.mail_transport != MailTransport::Smtp {
@@ -936,6 +1001,16 @@ impl Config {
             fail(setting, &problem);
         }
     }
+}
+
+/// Pool size when none is configured: two connections per CPU plus one.
+/// A session check holds a connection for one short query, so more
+/// connections than the CPUs can keep busy only add contention.
+pub fn default_pool_size() -> u32 {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    u32::try_from(cpus * 2 + 1).unwrap_or(5)
 }
 
 /// A host name (letters, digits, `-`, `.`) or an IP address; brackets
@@ -1325,6 +1400,70 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.0.len(), 1);
         assert!(err.0[0].setting.contains("SESSION_LIFETIME"), "{err}");
+    }
+
+    #[test]
+    fn pool_settings_have_defaults_and_are_checked_together() {
+        let c = Config::load(None, &env(&[])).unwrap();
+        assert_eq!(c.db_min_connections, 1);
+        assert_eq!(c.db_idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.db_max_lifetime, Duration::from_secs(1800));
+        assert_eq!(c.db_pool_size(), default_pool_size());
+        let c = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_DB_MAX_CONNECTIONS", "4"),
+                ("CASTELLAN_DB_MIN_CONNECTIONS", "4"),
+                ("CASTELLAN_DB_IDLE_TIMEOUT", "1m"),
+                ("CASTELLAN_DB_MAX_LIFETIME", "1m"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.db_pool_size(), c.db_min_connections), (4, 4));
+        assert_eq!(c.db_idle_timeout, c.db_max_lifetime);
+        // Out of range and malformed values, each reported.
+        let err = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_DB_MIN_CONNECTIONS", "-1"),
+                ("CASTELLAN_DB_IDLE_TIMEOUT", "0s"),
+                ("CASTELLAN_DB_MAX_LIFETIME", "8d"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        for name in ["MIN_CONNECTIONS", "IDLE_TIMEOUT", "MAX_LIFETIME"] {
+            assert!(text.contains(&format!("CASTELLAN_DB_{name}")), "{text}");
+        }
+        // Rules between settings, both reported.
+        let err = Config::load(
+            None,
+            &env(&[
+                ("CASTELLAN_DB_MAX_CONNECTIONS", "4"),
+                ("CASTELLAN_DB_MIN_CONNECTIONS", "5"),
+                ("CASTELLAN_DB_IDLE_TIMEOUT", "2h"),
+                ("CASTELLAN_DB_MAX_LIFETIME", "1h"),
+            ]),
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 2, "{text}");
+        assert!(
+            text.contains("db_min_connections: must not exceed the pool size (4)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("db_idle_timeout: must not exceed db_max_lifetime"),
+            "{text}"
+        );
+        // With the default pool size the message says it is the default.
+        let err =
+            Config::load(None, &env(&[("CASTELLAN_DB_MIN_CONNECTIONS", "10000")])).unwrap_err();
+        assert!(
+            err.to_string().contains("the default for this machine"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -337,6 +337,8 @@ async fn metrics_text(State(state): State<AppState>) -> Response {
     if let Some((size, idle, max)) = state.auth.store.pool_stats() {
         metrics::gauge!(crate::metrics::DB_POOL_SIZE).set(f64::from(size));
         metrics::gauge!(crate::metrics::DB_POOL_IDLE).set(idle as f64);
+        let in_use = u64::from(size).saturating_sub(idle as u64);
+        metrics::gauge!(crate::metrics::DB_POOL_IN_USE).set(in_use as f64);
         metrics::gauge!(crate::metrics::DB_POOL_MAX).set(f64::from(max));
     }
     let stats = state.auth.mailer.stats();

@@ -5,10 +5,12 @@
 //! in the environment cannot weaken it.
 
 use std::str::FromStr;
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
@@ -16,13 +18,14 @@ use uuid::Uuid;
 
 use super::{
     AccountStore, BackupCodeHash, Credentials, Event, EventFilter, EventStore, MfaStore, NewEvent,
-    NewSession, NewUser, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
+    NewSession, NewUser, Op, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
     TokenPurpose, TotpRecord, UserStore,
 };
 use crate::config::Config;
 use crate::crypto::TokenHash;
 use crate::domain::audit_chain::{ChainHead, ChainSealer, Digest32, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
+use crate::metrics::QueryTimer;
 
 /// PostgreSQL storage.
 #[derive(Clone)]
@@ -55,17 +58,13 @@ impl PgStore {
         let options = connect_options(url)?;
         let mode = options.get_ssl_mode();
         check_tls_policy(&options, config)?;
-        let max = if config.db_max_connections == 0 {
-            default_pool_size()
-        } else {
-            config.db_max_connections
-        };
+        let max = config.db_pool_size();
         let pool = PgPoolOptions::new()
             .max_connections(max)
-            .min_connections(1.min(max))
+            .min_connections(config.db_min_connections.min(max))
             .acquire_timeout(config.db_acquire_timeout)
-            .idle_timeout(std::time::Duration::from_secs(600))
-            .max_lifetime(std::time::Duration::from_secs(1800))
+            .idle_timeout(config.db_idle_timeout)
+            .max_lifetime(config.db_max_lifetime)
             .connect_with(options)
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {}", describe(&e)))?;
@@ -172,16 +171,6 @@ fn check_tls_policy(options: &PgConnectOptions, config: &Config) -> anyhow::Resu
     Ok(())
 }
 
-/// Pool size when none is configured: two connections per CPU plus one.
-/// A session check holds a connection for one short query, so more
-/// connections than the CPUs can keep busy only add contention.
-pub fn default_pool_size() -> u32 {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    u32::try_from(cpus * 2 + 1).unwrap_or(5)
-}
-
 /// A short description of a connection error, without the URL or password.
 fn describe(e: &sqlx::Error) -> String {
     match e {
@@ -272,13 +261,47 @@ async fn insert_session(
     Ok(())
 }
 
-async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
-    pool.begin().await.map_err(map_err)
+impl PgStore {
+    /// A pooled connection for one operation, and the timer that records
+    /// the operation's duration when dropped (keep it to the end).
+    async fn conn(&self, op: Op) -> Result<(PoolConnection<Postgres>, QueryTimer), StoreError> {
+        checkout(op, self.pool.acquire()).await
+    }
+
+    /// A transaction for one operation, and its timer; the measured wait
+    /// also holds the `BEGIN` round trip.
+    async fn begin(
+        &self,
+        op: Op,
+    ) -> Result<(Transaction<'static, Postgres>, QueryTimer), StoreError> {
+        checkout(op, self.pool.begin()).await
+    }
+}
+
+/// Waits for `acquire`, recording the wait and counting a timeout; sqlx
+/// does not time acquisition itself.
+async fn checkout<C>(
+    op: Op,
+    acquire: impl Future<Output = Result<C, sqlx::Error>>,
+) -> Result<(C, QueryTimer), StoreError> {
+    let started = Instant::now();
+    let acquired = acquire.await;
+    crate::metrics::record_acquire_wait(started);
+    match acquired {
+        Ok(conn) => Ok((conn, QueryTimer::start(op.as_str()))),
+        Err(e) => {
+            if matches!(e, sqlx::Error::PoolTimedOut) {
+                metrics::counter!(crate::metrics::DB_ACQUIRE_TIMEOUTS).increment(1);
+            }
+            Err(map_err(e))
+        }
+    }
 }
 
 #[async_trait]
 impl UserStore for PgStore {
     async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::CreateUser).await?;
         sqlx::query(
             "INSERT INTO users (id, email, email_key, password_hash, created_at, password_changed_at)
              VALUES ($1, $2, $3, $4, $5, $5)",
@@ -288,7 +311,7 @@ impl UserStore for PgStore {
         .bind(new.email.key())
         .bind(&new.password_hash)
         .bind(new.now)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(User {
@@ -303,13 +326,14 @@ impl UserStore for PgStore {
     }
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::FindCredentials).await?;
         let row = sqlx::query(
             "SELECT u.id, u.email, u.email_verified, u.mfa_enabled, u.created_at, u.locked_at,
                     u.last_login_at, u.password_hash
              FROM users u WHERE u.email_key = $1",
         )
         .bind(email_key)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)?;
         row.map(|r| {
@@ -323,13 +347,14 @@ impl UserStore for PgStore {
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::GetUser).await?;
         let row = sqlx::query(
             "SELECT u.id, u.email, u.email_verified, u.mfa_enabled, u.created_at, u.locked_at,
                     u.last_login_at
              FROM users u WHERE u.id = $1",
         )
         .bind(id.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)?;
         row.map(|r| user_from_row(&r, 0))
@@ -338,10 +363,11 @@ impl UserStore for PgStore {
     }
 
     async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::SetPasswordHash).await?;
         sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
             .bind(phc)
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -353,20 +379,22 @@ impl UserStore for PgStore {
         locked: bool,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::SetLocked).await?;
         let done = sqlx::query("UPDATE users SET locked_at = $1 WHERE id = $2")
             .bind(locked.then_some(at))
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::RecordLogin).await?;
         sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
             .bind(at)
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -380,7 +408,7 @@ impl SessionStore for PgStore {
         new: &NewSession,
         max_full_sessions: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::CreateSession).await?;
         if !new.mfa_pending {
             // Serialise concurrent logins of one user so the cap holds. The
             // row lock comes first: taken after the insert (whose foreign
@@ -411,6 +439,7 @@ impl SessionStore for PgStore {
     }
 
     async fn find_session(&self, hash: &TokenHash) -> Result<Option<(Session, User)>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::FindSession).await?;
         let row = sqlx::query(
             "SELECT s.id, s.user_id, s.aal, s.mfa_pending, s.created_at, s.authenticated_at,
                     s.last_seen_at, s.expires_at, s.user_agent, s.ip,
@@ -420,7 +449,7 @@ impl SessionStore for PgStore {
              WHERE s.token_hash = $1",
         )
         .bind(hash.0.as_slice())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)?;
         row.map(|r| Ok((session_from_row(&r, 0)?, user_from_row(&r, 10)?)))
@@ -434,18 +463,19 @@ impl SessionStore for PgStore {
         now: OffsetDateTime,
         older_than: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::TouchSession).await?;
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $3")
             .bind(now)
             .bind(id)
             .bind(older_than)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())
     }
 
     async fn rotate_session(&self, old: Uuid, new: &NewSession) -> Result<bool, StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::RotateSession).await?;
         let gone = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(old)
             .execute(&mut *tx)
@@ -460,22 +490,24 @@ impl SessionStore for PgStore {
     }
 
     async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::DeleteSession).await?;
         let done = sqlx::query("DELETE FROM sessions WHERE id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected() > 0)
     }
 
     async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ListSessions).await?;
         let rows = sqlx::query(
             "SELECT s.id, s.user_id, s.aal, s.mfa_pending, s.created_at, s.authenticated_at,
                     s.last_seen_at, s.expires_at, s.user_agent, s.ip
              FROM sessions s WHERE s.user_id = $1 ORDER BY s.created_at DESC, s.id",
         )
         .bind(user.0)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
         rows.iter()
@@ -489,20 +521,22 @@ impl SessionStore for PgStore {
         user: UserId,
         except: Option<Uuid>,
     ) -> Result<u64, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::DeleteUserSessions).await?;
         let done = sqlx::query(
             "DELETE FROM sessions WHERE user_id = $1 AND ($2::uuid IS NULL OR id <> $2)",
         )
         .bind(user.0)
         .bind(except)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected())
     }
 
     async fn delete_all_sessions(&self) -> Result<u64, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::DeleteAllSessions).await?;
         let done = sqlx::query("DELETE FROM sessions")
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(done.rows_affected())
@@ -514,6 +548,7 @@ impl SessionStore for PgStore {
         idle_cutoff: OffsetDateTime,
         batch: u32,
     ) -> Result<Vec<(Uuid, UserId)>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::PurgeExpiredSessions).await?;
         let rows: Vec<(Uuid, Uuid)> = sqlx::query_as(
             "DELETE FROM sessions WHERE id IN (
                  SELECT id FROM sessions WHERE expires_at <= $1 OR last_seen_at <= $2
@@ -523,7 +558,7 @@ impl SessionStore for PgStore {
         .bind(now)
         .bind(idle_cutoff)
         .bind(i64::from(batch))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(rows
@@ -634,12 +669,13 @@ async fn append_in(
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_event(&self, e: &NewEvent) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let (mut tx, _timer) = self.begin(Op::AppendEvent).await?;
         append_in(&mut tx, &self.sealer, e).await?;
         tx.commit().await.map_err(map_err)
     }
 
     async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ListEvents).await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
@@ -655,13 +691,14 @@ impl EventStore for PgStore {
         .bind(f.until)
         .bind(f.before_seq)
         .bind(i64::from(f.limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
         events_from_rows(&rows)
     }
 
     async fn chain_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ChainEvents).await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
             event_columns!(),
@@ -669,17 +706,18 @@ impl EventStore for PgStore {
         ))
         .bind(after_seq)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *conn)
         .await
         .map_err(map_err)?;
         events_from_rows(&rows)
     }
 
     async fn chain_head(&self) -> Result<ChainHead, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ChainHead).await?;
         let row = sqlx::query(
             "SELECT last_seq, last_hash, checkpoint_seq, checkpoint_hash FROM audit_chain WHERE id = 1",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)?;
         head_from_row(&row)
@@ -690,7 +728,7 @@ impl EventStore for PgStore {
         cutoff: OffsetDateTime,
         record: &NewEvent,
     ) -> Result<Option<PruneOutcome>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        let (mut tx, _timer) = self.begin(Op::PruneEvents).await?;
         let head = lock_head(&mut tx).await?;
         let last_old: Option<(i64, Option<Vec<u8>>)> = sqlx::query_as(
             "SELECT seq, hash FROM security_events WHERE at < $1 ORDER BY seq DESC LIMIT 1",
@@ -766,6 +804,7 @@ impl MfaStore for PgStore {
         sealed: &[u8],
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::PutPendingTotp).await?;
         let done = sqlx::query(
             "INSERT INTO totp_credentials (user_id, sealed_secret, created_at) VALUES ($1, $2, $3)
              ON CONFLICT (user_id) DO UPDATE SET sealed_secret = excluded.sealed_secret,
@@ -775,7 +814,7 @@ impl MfaStore for PgStore {
         .bind(user.0)
         .bind(sealed)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         if done.rows_affected() == 0 {
@@ -786,11 +825,12 @@ impl MfaStore for PgStore {
     }
 
     async fn get_totp(&self, user: UserId) -> Result<Option<TotpRecord>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::GetTotp).await?;
         let row: Option<(Vec<u8>, Option<OffsetDateTime>, Option<i64>)> = sqlx::query_as(
             "SELECT sealed_secret, enabled_at, last_used_step FROM totp_credentials WHERE user_id = $1",
         )
         .bind(user.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(row.map(|(sealed_secret, enabled, step)| TotpRecord {
@@ -808,7 +848,7 @@ impl MfaStore for PgStore {
         session: Uuid,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::ActivateTotp).await?;
         let done = sqlx::query(
             "UPDATE totp_credentials SET enabled_at = $1, last_used_step = $2
              WHERE user_id = $3 AND enabled_at IS NULL",
@@ -838,16 +878,18 @@ impl MfaStore for PgStore {
     }
 
     async fn reseal_totp(&self, user: UserId, sealed: &[u8]) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ResealTotp).await?;
         sqlx::query("UPDATE totp_credentials SET sealed_secret = $1 WHERE user_id = $2")
             .bind(sealed)
             .bind(user.0)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())
     }
 
     async fn claim_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ClaimTotpStep).await?;
         let done = sqlx::query(
             "UPDATE totp_credentials SET last_used_step = $1
              WHERE user_id = $2 AND enabled_at IS NOT NULL
@@ -855,14 +897,14 @@ impl MfaStore for PgStore {
         )
         .bind(step_to_sql(step))
         .bind(user.0)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn remove_mfa(&self, user: UserId) -> Result<bool, StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::RemoveMfa).await?;
         let done = sqlx::query("DELETE FROM totp_credentials WHERE user_id = $1")
             .bind(user.0)
             .execute(&mut *tx)
@@ -887,7 +929,7 @@ impl MfaStore for PgStore {
         user: UserId,
         codes: &[BackupCodeHash],
     ) -> Result<(), StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::ReplaceBackupCodes).await?;
         insert_codes(&mut tx, user, codes).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(())
@@ -898,10 +940,11 @@ impl MfaStore for PgStore {
         user: UserId,
         slot: u8,
     ) -> Result<Option<String>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::UnusedBackupCode).await?;
         sqlx::query_scalar("SELECT code_hash FROM backup_codes WHERE user_id = $1 AND slot = $2 AND used_at IS NULL")
             .bind(user.0)
             .bind(i16::from(slot))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(map_err)
     }
@@ -913,6 +956,7 @@ impl MfaStore for PgStore {
         code_hash: &str,
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ClaimBackupCode).await?;
         let done = sqlx::query(
             "UPDATE backup_codes SET used_at = $1
              WHERE user_id = $2 AND slot = $3 AND code_hash = $4 AND used_at IS NULL",
@@ -921,18 +965,19 @@ impl MfaStore for PgStore {
         .bind(user.0)
         .bind(i16::from(slot))
         .bind(code_hash)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn backup_code_counts(&self, user: UserId) -> Result<(u32, u32), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::BackupCodeCounts).await?;
         let (remaining, total): (i64, i64) = sqlx::query_as(
             "SELECT COUNT(*) FILTER (WHERE used_at IS NULL), COUNT(*) FROM backup_codes WHERE user_id = $1",
         )
         .bind(user.0)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok((
@@ -942,10 +987,11 @@ impl MfaStore for PgStore {
     }
 
     async fn record_mfa_failure(&self, session: Uuid) -> Result<u32, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::RecordMfaFailure).await?;
         let n: Option<i32> =
             sqlx::query_scalar("UPDATE sessions SET mfa_failures = mfa_failures + 1 WHERE id = $1 RETURNING mfa_failures")
                 .bind(session)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *conn)
                 .await
                 .map_err(map_err)?;
         Ok(n.and_then(|n| u32::try_from(n).ok()).unwrap_or(u32::MAX))
@@ -982,7 +1028,7 @@ impl AccountStore for PgStore {
         now: OffsetDateTime,
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::IssueToken).await?;
         sqlx::query(
             "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = $2 AND used_at IS NULL",
         )
@@ -1012,7 +1058,7 @@ impl AccountStore for PgStore {
         purpose: TokenPurpose,
         now: OffsetDateTime,
     ) -> Result<Option<UserId>, StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::ClaimToken).await?;
         let owner = claim_token_in(&mut tx, hash, purpose, now).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(owner)
@@ -1024,7 +1070,7 @@ impl AccountStore for PgStore {
         phc: &str,
         now: OffsetDateTime,
     ) -> Result<Option<UserId>, StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::ResetPassword).await?;
         let Some(user) = claim_token_in(&mut tx, hash, TokenPurpose::PasswordReset, now).await?
         else {
             return Ok(None);
@@ -1057,7 +1103,7 @@ impl AccountStore for PgStore {
         keep: Uuid,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        let mut tx = begin(&self.pool).await?;
+        let (mut tx, _timer) = self.begin(Op::ChangePassword).await?;
         sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
             .bind(phc)
             .bind(now)
@@ -1080,9 +1126,10 @@ impl AccountStore for PgStore {
     }
 
     async fn mark_email_verified(&self, user: UserId) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::MarkEmailVerified).await?;
         sqlx::query("UPDATE users SET email_verified = TRUE WHERE id = $1")
             .bind(user.0)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -1097,6 +1144,7 @@ impl ThrottleStore for PgStore {
         now: OffsetDateTime,
         window: std::time::Duration,
     ) -> Result<(u64, OffsetDateTime), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ThrottleHit).await?;
         let (count, start): (i64, OffsetDateTime) = sqlx::query_as(
             "INSERT INTO throttles (key, count, window_start) VALUES ($1, 1, $2)
              ON CONFLICT (key) DO UPDATE SET
@@ -1107,7 +1155,7 @@ impl ThrottleStore for PgStore {
         .bind(key)
         .bind(now)
         .bind(now - window)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok((u64::try_from(count).unwrap_or(0), start))
@@ -1119,6 +1167,7 @@ impl ThrottleStore for PgStore {
         until: OffsetDateTime,
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ThrottleBlock).await?;
         sqlx::query(
             "INSERT INTO throttles (key, count, window_start, blocked_until) VALUES ($1, 0, $2, $3)
              ON CONFLICT (key) DO UPDATE SET blocked_until = GREATEST(throttles.blocked_until, $3)",
@@ -1126,7 +1175,7 @@ impl ThrottleStore for PgStore {
         .bind(key)
         .bind(now)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&mut *conn)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -1137,29 +1186,32 @@ impl ThrottleStore for PgStore {
         keys: &[String],
         now: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ThrottleBlockedUntil).await?;
         sqlx::query_scalar(
             "SELECT max(blocked_until) FROM throttles WHERE key = ANY($1) AND blocked_until > $2",
         )
         .bind(keys)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *conn)
         .await
         .map_err(map_err)
     }
 
     async fn throttle_count(&self, key: &str) -> Result<u64, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ThrottleCount).await?;
         let n: Option<i64> = sqlx::query_scalar("SELECT count FROM throttles WHERE key = $1")
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
     async fn throttle_clear(&self, keys: &[String]) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::ThrottleClear).await?;
         sqlx::query("DELETE FROM throttles WHERE key = ANY($1)")
             .bind(keys)
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())
@@ -1169,8 +1221,9 @@ impl ThrottleStore for PgStore {
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
+        let (mut conn, _timer) = self.conn(Op::Ping).await?;
         sqlx::query("SELECT 1")
-            .execute(&self.pool)
+            .execute(&mut *conn)
             .await
             .map_err(map_err)?;
         Ok(())

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use async_trait::async_trait;
@@ -22,12 +22,13 @@ use uuid::Uuid;
 
 use super::{
     AccountStore, BackupCodeHash, Credentials, Event, EventFilter, EventStore, MfaStore, NewEvent,
-    NewSession, NewUser, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
+    NewSession, NewUser, Op, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
     TokenPurpose, TotpRecord, UserStore,
 };
 use crate::crypto::TokenHash;
 use crate::domain::audit_chain::{ChainHead, ChainSealer, Digest32, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
+use crate::metrics::QueryTimer;
 
 /// Embedded migrations; the file names match `migrations/postgres/`.
 pub const MIGRATIONS: &[(&str, &str)] = &[
@@ -116,44 +117,65 @@ impl SqliteStore {
         })
     }
 
-    async fn read<T: Send + 'static>(
+    /// Runs `f` on a read connection on the blocking pool; the wait for a
+    /// reader and the run of `f` are recorded under `op`.
+    async fn read_op<T: Send + 'static>(
         &self,
+        op: Op,
         f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
+        let asked = Instant::now();
         tokio::task::spawn_blocking(move || {
             let n = inner.readers.len();
             let start = inner.next_reader.fetch_add(1, Ordering::Relaxed);
             // Take the first idle reader, else wait for the round-robin pick.
             for i in 0..n {
-                if let Ok(conn) = inner.readers[(start + i) % n].try_lock() {
-                    return f(&conn);
+                if let Ok(mut conn) = inner.readers[(start + i) % n].try_lock() {
+                    return timed(op, asked, &mut conn, |c| f(c));
                 }
             }
-            let conn = inner.readers[start % n]
+            let mut conn = inner.readers[start % n]
                 .lock()
                 .map_err(|_| StoreError::Unexpected(anyhow!("sqlite reader mutex poisoned")))?;
-            f(&conn)
+            timed(op, asked, &mut conn, |c| f(c))
         })
         .await
         .map_err(|e| StoreError::Unexpected(anyhow!("sqlite task failed: {e}")))?
     }
 
-    async fn write<T: Send + 'static>(
+    /// Runs `f` on the one write connection on the blocking pool; the wait
+    /// for the writer and the run of `f` are recorded under `op`.
+    async fn write_op<T: Send + 'static>(
         &self,
+        op: Op,
         f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let inner = self.inner.clone();
+        let asked = Instant::now();
         tokio::task::spawn_blocking(move || {
             let mut conn = inner
                 .writer
                 .lock()
                 .map_err(|_| StoreError::Unexpected(anyhow!("sqlite writer mutex poisoned")))?;
-            f(&mut conn)
+            timed(op, asked, &mut conn, f)
         })
         .await
         .map_err(|e| StoreError::Unexpected(anyhow!("sqlite task failed: {e}")))?
     }
+}
+
+/// Records the wait since `asked` for the connection now held, then runs
+/// `f` on it and records its duration under `op`.
+fn timed<T>(
+    op: Op,
+    asked: Instant,
+    conn: &mut Connection,
+    f: impl FnOnce(&mut Connection) -> T,
+) -> T {
+    crate::metrics::record_acquire_wait(asked);
+    let _timer = QueryTimer::start(op.as_str());
+    f(conn)
 }
 
 /// Applies embedded migrations inside one IMMEDIATE transaction, so two
@@ -281,7 +303,7 @@ fn session_from_row(row: &Row<'_>, at: usize) -> rusqlite::Result<Session> {
 impl UserStore for SqliteStore {
     async fn create_user(&self, new: &NewUser) -> Result<User, StoreError> {
         let new = new.clone();
-        self.write(move |conn| {
+        self.write_op(Op::CreateUser, move |conn| {
             conn.prepare_cached(
                 "INSERT INTO users (id, email, email_key, password_hash, created_at, password_changed_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
@@ -311,7 +333,7 @@ impl UserStore for SqliteStore {
 
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError> {
         let key = email_key.to_string();
-        self.read(move |conn| {
+        self.read_op(Op::FindCredentials, move |conn| {
             let sql = format!(
                 "SELECT {USER_COLUMNS}, u.password_hash FROM users u WHERE u.email_key = ?1"
             );
@@ -331,7 +353,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
-        self.read(move |conn| {
+        self.read_op(Op::GetUser, move |conn| {
             let sql = format!("SELECT {USER_COLUMNS} FROM users u WHERE u.id = ?1");
             conn.prepare_cached(&sql)
                 .and_then(|mut st| {
@@ -345,7 +367,7 @@ impl UserStore for SqliteStore {
 
     async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError> {
         let phc = phc.to_string();
-        self.write(move |conn| {
+        self.write_op(Op::SetPasswordHash, move |conn| {
             conn.execute(
                 "UPDATE users SET password_hash = ?1 WHERE id = ?2",
                 params![phc, id.0.to_string()],
@@ -362,7 +384,7 @@ impl UserStore for SqliteStore {
         locked: bool,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::SetLocked, move |conn| {
             let locked_at = locked.then(|| to_ms(at));
             let n = conn
                 .execute(
@@ -376,7 +398,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::RecordLogin, move |conn| {
             conn.prepare_cached("UPDATE users SET last_login_at = ?1 WHERE id = ?2")
                 .and_then(|mut st| st.execute(params![to_ms(at), id.0.to_string()]))
                 .map_err(map_err)?;
@@ -394,7 +416,7 @@ impl SessionStore for SqliteStore {
         max_full_sessions: usize,
     ) -> Result<Vec<Uuid>, StoreError> {
         let new = new.clone();
-        self.write(move |conn| {
+        self.write_op(Op::CreateSession, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -427,7 +449,7 @@ impl SessionStore for SqliteStore {
 
     async fn find_session(&self, hash: &TokenHash) -> Result<Option<(Session, User)>, StoreError> {
         let hash = *hash;
-        self.read(move |conn| {
+        self.read_op(Op::FindSession, move |conn| {
             let sql = format!(
                 "SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions s
                  JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1"
@@ -450,7 +472,7 @@ impl SessionStore for SqliteStore {
         now: OffsetDateTime,
         older_than: OffsetDateTime,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::TouchSession, move |conn| {
             conn.prepare_cached(
                 "UPDATE sessions SET last_seen_at = ?1 WHERE id = ?2 AND last_seen_at < ?3",
             )
@@ -463,7 +485,7 @@ impl SessionStore for SqliteStore {
 
     async fn rotate_session(&self, old: Uuid, new: &NewSession) -> Result<bool, StoreError> {
         let new = new.clone();
-        self.write(move |conn| {
+        self.write_op(Op::RotateSession, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -481,7 +503,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_session(&self, id: Uuid) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::DeleteSession, move |conn| {
             let n = conn
                 .execute("DELETE FROM sessions WHERE id = ?1", [id.to_string()])
                 .map_err(map_err)?;
@@ -491,7 +513,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn list_sessions(&self, user: UserId) -> Result<Vec<Session>, StoreError> {
-        self.read(move |conn| {
+        self.read_op(Op::ListSessions, move |conn| {
             let sql = format!(
                 "SELECT {SESSION_COLUMNS} FROM sessions s WHERE s.user_id = ?1
                  ORDER BY s.created_at DESC, s.id"
@@ -510,7 +532,7 @@ impl SessionStore for SqliteStore {
         user: UserId,
         except: Option<Uuid>,
     ) -> Result<u64, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::DeleteUserSessions, move |conn| {
             let keep = except.map(|id| id.to_string()).unwrap_or_default();
             let n = conn
                 .execute(
@@ -524,7 +546,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn delete_all_sessions(&self) -> Result<u64, StoreError> {
-        self.write(|conn| {
+        self.write_op(Op::DeleteAllSessions, |conn| {
             let n = conn.execute("DELETE FROM sessions", []).map_err(map_err)?;
             Ok(n as u64)
         })
@@ -537,7 +559,7 @@ impl SessionStore for SqliteStore {
         idle_cutoff: OffsetDateTime,
         batch: u32,
     ) -> Result<Vec<(Uuid, UserId)>, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::PurgeExpiredSessions, move |conn| {
             let mut st = conn
                 .prepare_cached(
                     "DELETE FROM sessions WHERE id IN (
@@ -646,7 +668,7 @@ impl EventStore for SqliteStore {
     async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
         let e = event.clone();
         let sealer = self.sealer.clone();
-        self.write(move |conn| {
+        self.write_op(Op::AppendEvent, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -658,7 +680,7 @@ impl EventStore for SqliteStore {
 
     async fn list_events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
         let f = filter.clone();
-        self.read(move |conn| {
+        self.read_op(Op::ListEvents, move |conn| {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM security_events
                  WHERE (?1 IS NULL OR user_id = ?1) AND (?2 IS NULL OR kind = ?2)
@@ -686,7 +708,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn chain_events(&self, after_seq: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
-        self.read(move |conn| {
+        self.read_op(Op::ChainEvents, move |conn| {
             let sql = format!(
                 "SELECT {EVENT_COLUMNS} FROM security_events WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             );
@@ -700,7 +722,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn chain_head(&self) -> Result<ChainHead, StoreError> {
-        self.read(read_head).await
+        self.read_op(Op::ChainHead, read_head).await
     }
 
     async fn prune_events(
@@ -710,7 +732,7 @@ impl EventStore for SqliteStore {
     ) -> Result<Option<PruneOutcome>, StoreError> {
         let mut record = record.clone();
         let sealer = self.sealer.clone();
-        self.write(move |conn| {
+        self.write_op(Op::PruneEvents, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -780,7 +802,7 @@ impl MfaStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let sealed = sealed.to_vec();
-        self.write(move |conn| {
+        self.write_op(Op::PutPendingTotp, move |conn| {
             let n = conn
                 .execute(
                     "INSERT INTO totp_credentials (user_id, sealed_secret, created_at) VALUES (?1, ?2, ?3)
@@ -796,7 +818,7 @@ impl MfaStore for SqliteStore {
     }
 
     async fn get_totp(&self, user: UserId) -> Result<Option<TotpRecord>, StoreError> {
-        self.read(move |conn| {
+        self.read_op(Op::GetTotp, move |conn| {
             conn.query_row(
                 "SELECT sealed_secret, enabled_at, last_used_step FROM totp_credentials WHERE user_id = ?1",
                 [user.0.to_string()],
@@ -825,7 +847,7 @@ impl MfaStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let codes = codes.to_vec();
-        self.write(move |conn| {
+        self.write_op(Op::ActivateTotp, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -858,7 +880,7 @@ impl MfaStore for SqliteStore {
 
     async fn reseal_totp(&self, user: UserId, sealed: &[u8]) -> Result<(), StoreError> {
         let sealed = sealed.to_vec();
-        self.write(move |conn| {
+        self.write_op(Op::ResealTotp, move |conn| {
             conn.execute(
                 "UPDATE totp_credentials SET sealed_secret = ?1 WHERE user_id = ?2",
                 params![sealed, user.0.to_string()],
@@ -870,7 +892,7 @@ impl MfaStore for SqliteStore {
     }
 
     async fn claim_totp_step(&self, user: UserId, step: u64) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::ClaimTotpStep, move |conn| {
             let n = conn
                 .execute(
                     "UPDATE totp_credentials SET last_used_step = ?1
@@ -885,7 +907,7 @@ impl MfaStore for SqliteStore {
     }
 
     async fn remove_mfa(&self, user: UserId) -> Result<bool, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::RemoveMfa, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -909,7 +931,7 @@ impl MfaStore for SqliteStore {
         codes: &[BackupCodeHash],
     ) -> Result<(), StoreError> {
         let codes = codes.to_vec();
-        self.write(move |conn| {
+        self.write_op(Op::ReplaceBackupCodes, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -925,7 +947,7 @@ impl MfaStore for SqliteStore {
         user: UserId,
         slot: u8,
     ) -> Result<Option<String>, StoreError> {
-        self.read(move |conn| {
+        self.read_op(Op::UnusedBackupCode, move |conn| {
             conn.query_row(
                 "SELECT code_hash FROM backup_codes WHERE user_id = ?1 AND slot = ?2 AND used_at IS NULL",
                 params![user.0.to_string(), slot],
@@ -945,7 +967,7 @@ impl MfaStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<bool, StoreError> {
         let code_hash = code_hash.to_string();
-        self.write(move |conn| {
+        self.write_op(Op::ClaimBackupCode, move |conn| {
             let n = conn
                 .execute(
                     "UPDATE backup_codes SET used_at = ?1
@@ -959,7 +981,7 @@ impl MfaStore for SqliteStore {
     }
 
     async fn backup_code_counts(&self, user: UserId) -> Result<(u32, u32), StoreError> {
-        self.read(move |conn| {
+        self.read_op(Op::BackupCodeCounts, move |conn| {
             conn.query_row(
                 "SELECT COUNT(*) FILTER (WHERE used_at IS NULL), COUNT(*) FROM backup_codes WHERE user_id = ?1",
                 [user.0.to_string()],
@@ -971,7 +993,7 @@ impl MfaStore for SqliteStore {
     }
 
     async fn record_mfa_failure(&self, session: Uuid) -> Result<u32, StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::RecordMfaFailure, move |conn| {
             conn.query_row(
                 "UPDATE sessions SET mfa_failures = mfa_failures + 1 WHERE id = ?1 RETURNING mfa_failures",
                 [session.to_string()],
@@ -996,7 +1018,7 @@ impl AccountStore for SqliteStore {
         expires_at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let hash = *hash;
-        self.write(move |conn| {
+        self.write_op(Op::IssueToken, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             tx.execute(
                 "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = ?2 AND used_at IS NULL",
@@ -1021,8 +1043,10 @@ impl AccountStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Option<UserId>, StoreError> {
         let hash = *hash;
-        self.write(move |conn| claim_token_in(conn, &hash, purpose, now))
-            .await
+        self.write_op(Op::ClaimToken, move |conn| {
+            claim_token_in(conn, &hash, purpose, now)
+        })
+        .await
     }
 
     async fn reset_password(
@@ -1032,7 +1056,7 @@ impl AccountStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Option<UserId>, StoreError> {
         let (hash, phc) = (*hash, phc.to_string());
-        self.write(move |conn| {
+        self.write_op(Op::ResetPassword, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             let Some(user) = claim_token_in(&tx, &hash, TokenPurpose::PasswordReset, now)? else {
                 return Ok(None);
@@ -1063,7 +1087,7 @@ impl AccountStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let phc = phc.to_string();
-        self.write(move |conn| {
+        self.write_op(Op::ChangePassword, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(map_err)?;
             let id = user.0.to_string();
             tx.execute(
@@ -1084,7 +1108,7 @@ impl AccountStore for SqliteStore {
     }
 
     async fn mark_email_verified(&self, user: UserId) -> Result<(), StoreError> {
-        self.write(move |conn| {
+        self.write_op(Op::MarkEmailVerified, move |conn| {
             conn.execute(
                 "UPDATE users SET email_verified = 1 WHERE id = ?1",
                 [user.0.to_string()],
@@ -1130,7 +1154,7 @@ impl ThrottleStore for SqliteStore {
         window: Duration,
     ) -> Result<(u64, OffsetDateTime), StoreError> {
         let key = key.to_string();
-        self.write(move |conn| {
+        self.write_op(Op::ThrottleHit, move |conn| {
             let (count, start): (i64, i64) = conn
                 .prepare_cached(
                     "INSERT INTO throttles (key, count, window_start) VALUES (?1, 1, ?2)
@@ -1153,7 +1177,7 @@ impl ThrottleStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let key = key.to_string();
-        self.write(move |conn| {
+        self.write_op(Op::ThrottleBlock, move |conn| {
             conn.execute(
                 "INSERT INTO throttles (key, count, window_start, blocked_until) VALUES (?1, 0, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET blocked_until = max(coalesce(throttles.blocked_until, 0), ?3)",
@@ -1171,7 +1195,7 @@ impl ThrottleStore for SqliteStore {
         now: OffsetDateTime,
     ) -> Result<Option<OffsetDateTime>, StoreError> {
         let keys = json_keys(keys);
-        self.read(move |conn| {
+        self.read_op(Op::ThrottleBlockedUntil, move |conn| {
             let until: Option<i64> = conn
                 .prepare_cached(
                     "SELECT max(blocked_until) FROM throttles
@@ -1186,7 +1210,7 @@ impl ThrottleStore for SqliteStore {
 
     async fn throttle_count(&self, key: &str) -> Result<u64, StoreError> {
         let key = key.to_string();
-        self.read(move |conn| {
+        self.read_op(Op::ThrottleCount, move |conn| {
             let n: Option<i64> = conn
                 .query_row("SELECT count FROM throttles WHERE key = ?1", [key], |r| {
                     r.get(0)
@@ -1200,7 +1224,7 @@ impl ThrottleStore for SqliteStore {
 
     async fn throttle_clear(&self, keys: &[String]) -> Result<(), StoreError> {
         let keys = json_keys(keys);
-        self.write(move |conn| {
+        self.write_op(Op::ThrottleClear, move |conn| {
             conn.execute(
                 "DELETE FROM throttles WHERE key IN (SELECT value FROM json_each(?1))",
                 [keys],
@@ -1215,8 +1239,10 @@ impl ThrottleStore for SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err))
-            .await
+        self.read_op(Op::Ping, |conn| {
+            conn.query_row("SELECT 1", [], |_| Ok(())).map_err(map_err)
+        })
+        .await
     }
 
     fn backend(&self) -> &'static str {

@@ -4,10 +4,10 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, Reply, TestApp, TestEnv, email, spawn_app};
+use crate::helpers::{
+    ADMIN_TOKEN, Backend, PASSWORD, Reply, TestApp, TestEnv, email, sample, spawn_app,
+};
 use crate::on_both_backends;
-
-const ADMIN_TOKEN: &str = "adm1n-t0ken-for-tests-0123456789abcdefghijklmnop";
 
 on_both_backends!(
     admin_routes_need_the_token_and_are_not_on_the_public_listener,
@@ -17,13 +17,11 @@ on_both_backends!(
     the_audit_record_is_queryable_and_inputs_are_checked,
     audit_queries_filter_by_kind_and_time_and_page,
     metrics_move_with_the_traffic,
+    database_metrics_move_with_the_traffic,
 );
 
 async fn admin_app(b: Backend) -> TestApp {
-    let mut env = TestEnv::new(b).await;
-    env.set("CASTELLAN_ADMIN_TOKEN", ADMIN_TOKEN)
-        .set("CASTELLAN_ADMIN_LISTEN", "127.0.0.1:0");
-    env.spawn().await
+    TestEnv::new(b).await.with_admin().spawn().await
 }
 
 async fn admin(
@@ -384,15 +382,6 @@ async fn the_audit_record_is_queryable_and_inputs_are_checked(b: Backend) {
     }
 }
 
-/// The value of one sample line in Prometheus text, 0 when absent.
-fn sample(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(name_and_labels))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 // covers: ASVS-4.1.1, ASVS-3.4.4
 async fn metrics_move_with_the_traffic(b: Backend) {
     let app = admin_app(b).await;
@@ -548,4 +537,78 @@ async fn audit_queries_filter_by_kind_and_time_and_page(b: Backend) {
         .await
         .assert_error(400, "invalid_request");
     }
+}
+
+/// The count of one operation's query-duration histogram.
+fn op_count(text: &str, op: &str) -> f64 {
+    sample(
+        text,
+        &format!("castellan_db_query_duration_seconds_count{{op=\"{op}\"}}"),
+    )
+}
+
+/// The sum of the query-duration counts over every operation.
+fn all_ops_count(text: &str) -> f64 {
+    castellan::store::Op::ALL
+        .iter()
+        .map(|op| op_count(text, op.as_str()))
+        .sum()
+}
+
+// covers: ASVS-16.2.5
+async fn database_metrics_move_with_the_traffic(b: Backend) {
+    let mut env = TestEnv::new(b).await;
+    // No cleanup pass during the test: only the requests below touch the database.
+    env.with_admin()
+        .set("CASTELLAN_SESSION_CLEANUP_INTERVAL", "24h");
+    let app = env.spawn().await;
+    let token = app.user_with_session(&email("dbmetrics")).await;
+    let before = app.metrics_when_idle().await;
+
+    const CHECKS: usize = 5;
+    for _ in 0..CHECKS {
+        assert_eq!(app.get_bearer("/v1/session", &token).await.status, 200);
+    }
+    let after = app.metrics().await;
+    let delta = |name: &str| sample(&after, name) - sample(&before, name);
+    let n = CHECKS as f64;
+    // One indexed lookup per check; the session was just created, so no
+    // activity write is due.
+    assert_eq!(
+        op_count(&after, "find_session") - op_count(&before, "find_session"),
+        n
+    );
+    assert_eq!(
+        op_count(&after, "touch_session") - op_count(&before, "touch_session"),
+        0.0
+    );
+    assert_eq!(
+        all_ops_count(&after) - all_ops_count(&before),
+        n,
+        "only lookups ran"
+    );
+    // Each operation waited for its connection exactly once, and never in vain.
+    assert_eq!(delta("castellan_db_pool_acquire_wait_seconds_count"), n);
+    assert_eq!(delta("castellan_db_pool_acquire_timeouts_total"), 0.0);
+    assert!(
+        delta("castellan_db_query_duration_seconds_sum{op=\"find_session\"}") > 0.0,
+        "durations are measured"
+    );
+    // Every store operation of the setup is counted under its own name.
+    for op in [
+        "create_user",
+        "find_credentials",
+        "create_session",
+        "record_login",
+    ] {
+        assert!(op_count(&before, op) >= 1.0, "{op} counted: {before}");
+    }
+    if b == Backend::Postgres {
+        // Nothing is in flight once the released connections are back.
+        let idle = app.metrics_when_idle().await;
+        let size = sample(&idle, "castellan_db_pool_connections ");
+        assert!(size >= 1.0, "{idle}");
+        assert_eq!(sample(&idle, "castellan_db_pool_idle_connections "), size);
+    }
+    assert!(!after.contains(&token), "no session token in metrics");
 }

@@ -6,9 +6,10 @@
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use serde_json::Value;
+use serde_json::{Value, json};
+use sqlx::Connection;
 
-use crate::helpers::{Backend, PASSWORD, Reply, TestApp, TestEnv, email};
+use crate::helpers::{Backend, PASSWORD, Reply, TestApp, TestEnv, email, sample};
 use crate::pg_cluster::{ClusterOptions, PgCluster};
 
 /// Any single request must answer within this.
@@ -200,4 +201,94 @@ async fn a_pool_larger_than_the_server_allows_is_refused_at_start() {
         castellan::store::open(&env.config()).await.is_ok(),
         "a pool that fits starts"
     );
+}
+
+// covers: ASVS-15.2.2, ASVS-16.5.2, ASVS-16.5.3
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exhausted_pool_answers_503_after_the_acquire_timeout_and_recovers() {
+    let mut env = TestEnv::new(Backend::Postgres).await;
+    env.with_admin()
+        .set("CASTELLAN_DB_MAX_CONNECTIONS", "1")
+        .set("CASTELLAN_DB_ACQUIRE_TIMEOUT", "500ms")
+        .set("CASTELLAN_SESSION_CLEANUP_INTERVAL", "24h");
+    let app = env.spawn().await;
+    let who = email("exhausted");
+    let token = app.user_with_session(&who).await;
+
+    // Another client locks the user's row, so the next login holds the
+    // pool's only connection while it waits for that lock.
+    let mut locker = sqlx::PgConnection::connect(&TestEnv::database_url_of(&app))
+        .await
+        .unwrap();
+    let mut lock = locker.begin().await.unwrap();
+    sqlx::query("SELECT id FROM users FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let login = tokio::spawn(
+        app.client
+            .post(format!("{}/v1/login", app.base))
+            .json(&json!({"email": who, "password": PASSWORD}))
+            .send(),
+    );
+    let waiting = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE wait_event_type = 'Lock' AND datname = current_database()",
+        )
+        .fetch_one(&mut *lock)
+        .await
+        .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < ANSWER_WITHIN,
+            "the login never blocked on the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = app.metrics().await;
+    for (gauge, value) in [
+        ("castellan_db_pool_connections ", 1.0),
+        ("castellan_db_pool_idle_connections ", 0.0),
+        ("castellan_db_pool_in_use_connections ", 1.0),
+        ("castellan_db_pool_max_connections ", 1.0),
+    ] {
+        assert_eq!(sample(&before, gauge), value, "{gauge}: {before}");
+    }
+
+    // The pool is exhausted: a session check waits the acquire timeout,
+    // then fails closed with 503 and Retry-After.
+    let r = within("session lookup", app.get_bearer("/v1/session", &token)).await;
+    assert_unavailable(&r, "session lookup on an exhausted pool");
+    let after = app.metrics().await;
+    let delta = |name: &str| sample(&after, name) - sample(&before, name);
+    assert_eq!(delta("castellan_db_pool_acquire_timeouts_total"), 1.0);
+    assert_eq!(delta("castellan_db_pool_acquire_wait_seconds_count"), 1.0);
+    assert!(
+        delta("castellan_db_pool_acquire_wait_seconds_sum") >= 0.5,
+        "the wait lasted the acquire timeout: {after}"
+    );
+    assert_eq!(
+        delta(r#"castellan_db_query_duration_seconds_count{op="find_session"}"#),
+        0.0,
+        "no lookup ran without a connection"
+    );
+
+    // The lock goes away: the held login finishes and the pool serves again.
+    lock.rollback().await.unwrap();
+    let status = tokio::time::timeout(ANSWER_WITHIN, login)
+        .await
+        .expect("the held login finishes")
+        .unwrap()
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let r = within("session lookup", app.get_bearer("/v1/session", &token)).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // The pool gauges return to idle.
+    app.metrics_when_idle().await;
+    app.shutdown().await;
 }

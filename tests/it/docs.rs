@@ -43,6 +43,30 @@ fn every_security_event_kind_is_documented() {
     }
 }
 
+#[test]
+fn every_metric_and_query_operation_is_documented() {
+    let doc = std::fs::read_to_string("docs/operations.md").expect("docs/operations.md exists");
+    let source = std::fs::read_to_string("src/metrics.rs").unwrap();
+    let names: Vec<&str> = source
+        .split('"')
+        .filter(|s| s.starts_with("castellan_") && !s.ends_with('_'))
+        .collect();
+    assert!(names.len() >= 15, "metric names found: {names:?}");
+    for name in names {
+        assert!(
+            doc.contains(&format!("| `{name}` |")),
+            "{name} is not in the metrics table of docs/operations.md"
+        );
+    }
+    for op in castellan::store::Op::ALL {
+        assert!(
+            doc.contains(&format!("`{}`", op.as_str())),
+            "query operation {} is not in docs/operations.md",
+            op.as_str()
+        );
+    }
+}
+
 // covers: ASVS-1.4.1, ASVS-1.4.3
 #[test]
 fn unsafe_code_is_forbidden() {

@@ -409,6 +409,62 @@ impl TestApp {
     }
 }
 
+/// The admin token of tests that start the admin listener.
+pub const ADMIN_TOKEN: &str = "adm1n-t0ken-for-tests-0123456789abcdefghijklmnop";
+
+impl TestEnv {
+    /// Starts the admin listener too (port 0, [`ADMIN_TOKEN`]).
+    pub fn with_admin(&mut self) -> &mut Self {
+        self.set("CASTELLAN_ADMIN_TOKEN", ADMIN_TOKEN)
+            .set("CASTELLAN_ADMIN_LISTEN", "127.0.0.1:0")
+    }
+}
+
+impl TestApp {
+    /// The Prometheus text of the admin listener's `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let base = self.admin_base.as_ref().expect("admin listener");
+        let res = self
+            .client
+            .get(format!("{base}/metrics"))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("metrics scraped");
+        assert_eq!(res.status(), StatusCode::OK);
+        res.text().await.expect("metrics text")
+    }
+}
+
+impl TestApp {
+    /// `/metrics` once no pooled database connection is in use. sqlx hands
+    /// a released connection back to the pool on a task of its own, so the
+    /// gauges settle a moment after the response that used it.
+    pub async fn metrics_when_idle(&self) -> String {
+        let started = std::time::Instant::now();
+        loop {
+            let text = self.metrics().await;
+            if sample(&text, "castellan_db_pool_in_use_connections ") == 0.0 {
+                return text;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "pooled connections stay in use: {text}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The value of one sample line in Prometheus text, 0 when absent.
+pub fn sample(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 pub async fn spawn_app(backend: Backend) -> TestApp {
     TestEnv::new(backend).await.spawn().await
 }
