@@ -128,6 +128,11 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         config.session.cleanup_interval,
         shutdown.subscribe(),
     ));
+    tokio::spawn(crate::jobs::expired_state::run(
+        auth.clone(),
+        config.session.cleanup_interval,
+        shutdown.subscribe(),
+    ));
     tokio::spawn(crate::jobs::audit_retention::run(
         auth.clone(),
         shutdown.subscribe(),

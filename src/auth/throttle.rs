@@ -222,6 +222,43 @@ impl Auth {
         self.store.throttle_clear(&keys).await
     }
 
+    /// Deletes fixed-window counters whose window has ended and that block
+    /// nothing: `throttle_hit` would start such a counter afresh anyway, so
+    /// this changes no decision, it only stops keeping addresses and
+    /// account names longer than they matter. Back-off streaks and the
+    /// hard-stop counters never expire by age and are kept. Returns how
+    /// many rows went.
+    pub async fn purge_ended_windows(&self) -> Result<u64, StoreError> {
+        let l = &self.config.limits;
+        let now = self.clock.now();
+        let mut classes: Vec<(String, Duration)> = [
+            Bucket::Registration,
+            Bucket::Login,
+            Bucket::ResetRequest,
+            Bucket::VerificationRequest,
+            Bucket::Mfa,
+        ]
+        .into_iter()
+        .map(|b| (format!("ip:{}:", b.name()), self.rate_of(b).window))
+        .collect();
+        for factor in [Factor::Password, Factor::SecondFactor] {
+            classes.push((format!("{}:acct:", factor.prefix()), HOUR));
+        }
+        classes.push(("mail:reset:".into(), l.reset_mails_per_account.window));
+        classes.push((
+            "mail:verify:".into(),
+            l.verification_mails_per_account.window,
+        ));
+        let mut purged = 0;
+        for (prefix, window) in classes {
+            purged += self
+                .store
+                .purge_throttles(&prefix, now - window, now)
+                .await?;
+        }
+        Ok(purged)
+    }
+
     /// Re-enables a factor after the hard stop (password reset, admin).
     pub async fn clear_factor(&self, factor: Factor, account: &str) -> Result<(), StoreError> {
         let p = factor.prefix();

@@ -26,14 +26,12 @@ pub async fn run_once(auth: &Auth) -> Result<Option<PruneOutcome>, StoreError> {
 }
 
 /// Runs [`run_once`] every [`INTERVAL`] until `shutdown` turns true.
-pub async fn run(auth: Auth, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(INTERVAL) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        if let Err(e) = run_once(&auth).await {
+pub async fn run(auth: Auth, shutdown: watch::Receiver<bool>) {
+    let auth = &auth;
+    super::every(INTERVAL, shutdown, || async move {
+        if let Err(e) = run_once(auth).await {
             tracing::warn!(error = %e, "audit retention failed; will retry");
         }
-    }
+    })
+    .await;
 }

@@ -48,16 +48,14 @@ pub async fn run_once(auth: &Auth) -> Result<u64, StoreError> {
 }
 
 /// Runs [`run_once`] every `interval` until `shutdown` turns true.
-pub async fn run(auth: Auth, interval: Duration, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
-        }
-        match run_once(&auth).await {
+pub async fn run(auth: Auth, interval: Duration, shutdown: watch::Receiver<bool>) {
+    let auth = &auth;
+    super::every(interval, shutdown, || async move {
+        match run_once(auth).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(removed = n, "ended sessions deleted"),
             Err(e) => tracing::warn!(error = %e, "session cleanup failed; will retry"),
         }
-    }
+    })
+    .await;
 }

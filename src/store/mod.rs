@@ -93,6 +93,8 @@ ops! {
     ThrottleBlockedUntil => "throttle_blocked_until",
     ThrottleCount => "throttle_count",
     ThrottleClear => "throttle_clear",
+    PurgeThrottles => "purge_throttles",
+    PurgeAccountTokens => "purge_account_tokens",
     AppendEvent => "append_event",
     ListEvents => "list_events",
     ChainEvents => "chain_events",
@@ -466,6 +468,8 @@ pub trait AccountStore: Send + Sync {
         now: OffsetDateTime,
     ) -> Result<(), StoreError>;
     async fn mark_email_verified(&self, user: UserId) -> Result<(), StoreError>;
+    /// Deletes tokens (used or not) that expired before `now`; returns how many.
+    async fn purge_account_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
 /// Shared counters for rate limits and back-off.
@@ -496,6 +500,15 @@ pub trait ThrottleStore: Send + Sync {
     async fn throttle_count(&self, key: &str) -> Result<u64, StoreError>;
     /// Forgets `keys` (after a success).
     async fn throttle_clear(&self, keys: &[String]) -> Result<(), StoreError>;
+    /// Deletes the counters whose key starts with `prefix`, whose window
+    /// started before `started_before` and that block nothing at `now`;
+    /// returns how many.
+    async fn purge_throttles(
+        &self,
+        prefix: &str,
+        started_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Everything a backend provides.

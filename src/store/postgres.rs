@@ -1134,6 +1134,16 @@ impl AccountStore for PgStore {
             .map_err(map_err)?;
         Ok(())
     }
+
+    async fn purge_account_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::PurgeAccountTokens).await?;
+        let done = sqlx::query("DELETE FROM account_tokens WHERE expires_at < $1")
+            .bind(now)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_err)?;
+        Ok(done.rows_affected())
+    }
 }
 
 #[async_trait]
@@ -1215,6 +1225,27 @@ impl ThrottleStore for PgStore {
             .await
             .map_err(map_err)?;
         Ok(())
+    }
+
+    async fn purge_throttles(
+        &self,
+        prefix: &str,
+        started_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let (mut conn, _timer) = self.conn(Op::PurgeThrottles).await?;
+        let done = sqlx::query(
+            "DELETE FROM throttles
+             WHERE left(key, length($1)) = $1 AND window_start < $2
+               AND (blocked_until IS NULL OR blocked_until <= $3)",
+        )
+        .bind(prefix)
+        .bind(started_before)
+        .bind(now)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 }
 

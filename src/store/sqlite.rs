@@ -1118,6 +1118,19 @@ impl AccountStore for SqliteStore {
         })
         .await
     }
+
+    async fn purge_account_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.write_op(Op::PurgeAccountTokens, move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM account_tokens WHERE expires_at < ?1",
+                    [to_ms(now)],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
+        })
+        .await
+    }
 }
 
 fn claim_token_in(
@@ -1231,6 +1244,27 @@ impl ThrottleStore for SqliteStore {
             )
             .map_err(map_err)?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn purge_throttles(
+        &self,
+        prefix: &str,
+        started_before: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let prefix = prefix.to_string();
+        self.write_op(Op::PurgeThrottles, move |conn| {
+            let n = conn
+                .execute(
+                    "DELETE FROM throttles
+                     WHERE substr(key, 1, length(?1)) = ?1 AND window_start < ?2
+                       AND (blocked_until IS NULL OR blocked_until <= ?3)",
+                    params![prefix, to_ms(started_before), to_ms(now)],
+                )
+                .map_err(map_err)?;
+            Ok(n as u64)
         })
         .await
     }

@@ -21,6 +21,7 @@ on_both_backends!(
     each_address_has_its_own_rate,
     the_hard_stop_disables_the_password_until_a_reset,
     second_factor_failures_back_off_too,
+    ended_rate_windows_and_expired_tokens_are_deleted,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase of mine";
@@ -580,4 +581,50 @@ async fn two_nodes_share_the_failure_counters() {
     b.login(&e, PASSWORD)
         .await
         .assert_error(429, "rate_limited");
+}
+
+// covers: ASVS-14.2.4 (the retention job deletes expired tokens and counters)
+async fn ended_rate_windows_and_expired_tokens_are_deleted(b: Backend) {
+    use castellan::jobs::expired_state::{Purged, run_once};
+    let env = TestEnv::new(b).await;
+    let clock = std::sync::Arc::new(castellan::clock::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let app = env.spawn_with_clock(clock.clone()).await;
+    let e = email("purged");
+    app.register(&e, PASSWORD).await;
+    app.post("/v1/password/reset/request", json!({"email": e}))
+        .await;
+    app.login(&e, "a wrong password, not the real one").await;
+    assert_eq!(run_once(&app.auth).await.unwrap(), Purged::default());
+    // A day later every fixed window (at most 1h by default) has ended and
+    // the reset token (30 min) has expired.
+    clock.advance(Duration::from_secs(24 * 3600));
+    let purged = run_once(&app.auth).await.unwrap();
+    // ip:registration, ip:reset, mail:reset, ip:login and pw:acct.
+    assert_eq!(
+        purged,
+        Purged {
+            throttles: 5,
+            account_tokens: 1
+        }
+    );
+    // The failure streak and the hard-stop count never expire by age.
+    let key = e.to_lowercase();
+    let store = &app.auth.store;
+    assert_eq!(
+        store
+            .throttle_count(&format!("pw:consec:{key}"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .throttle_count(&format!("pw:acct_ip:{key}:127.0.0.1"))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(run_once(&app.auth).await.unwrap(), Purged::default());
 }

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use castellan::crypto::TokenHash;
 use castellan::domain::{Aal, Email, UserId};
-use castellan::store::{self, EventFilter, NewEvent, NewSession, NewUser, Store, StoreError};
+use castellan::store::{
+    self, EventFilter, NewEvent, NewSession, NewUser, Store, StoreError, TokenPurpose,
+};
 use serde_json::json;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -19,6 +21,7 @@ on_both_backends!(
     the_session_cap_evicts_the_oldest_full_sessions_only,
     purge_removes_expired_and_idle_sessions_only,
     events_are_appended_and_listed_newest_first,
+    purges_remove_only_ended_counters_and_expired_tokens,
     migrations_are_idempotent,
 );
 
@@ -308,6 +311,63 @@ async fn events_are_appended_and_listed_newest_first(b: Backend) {
     assert_eq!(head.last_seq, 3);
     assert_eq!(Some(&head.last_hash[..]), chain[2].hash.as_deref());
     assert_eq!(s.chain_events(2, 10).await.unwrap().len(), 1);
+}
+
+async fn purges_remove_only_ended_counters_and_expired_tokens(b: Backend) {
+    let (s, _env) = open(b).await;
+    let t = now();
+    let hour = Duration::from_secs(3600);
+    let ago = |d: Duration| t - d;
+    // Ended window; live window; ended window but blocking; another prefix.
+    s.throttle_hit("ip:login:192.0.2.1", ago(2 * hour), hour)
+        .await
+        .unwrap();
+    s.throttle_hit("ip:login:192.0.2.2", t, hour).await.unwrap();
+    s.throttle_hit("ip:login:192.0.2.3", ago(2 * hour), hour)
+        .await
+        .unwrap();
+    s.throttle_block("ip:login:192.0.2.3", t + hour, ago(2 * hour))
+        .await
+        .unwrap();
+    s.throttle_hit("pw:consec:a@example.com", ago(2 * hour), hour)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.purge_throttles("ip:login:", ago(hour), t).await.unwrap(),
+        1
+    );
+    for (key, left) in [
+        ("ip:login:192.0.2.1", 0),
+        ("ip:login:192.0.2.2", 1),
+        ("ip:login:192.0.2.3", 1),
+        ("pw:consec:a@example.com", 1),
+    ] {
+        assert_eq!(s.throttle_count(key).await.unwrap(), left, "{key}");
+    }
+    // Tokens: only the expired one goes, used or not.
+    let u = user(&*s, "tokens@example.com").await;
+    let expired = TokenHash(castellan::crypto::random_bytes::<32>().unwrap());
+    let live = TokenHash(castellan::crypto::random_bytes::<32>().unwrap());
+    s.issue_token(
+        &expired,
+        u,
+        TokenPurpose::PasswordReset,
+        ago(2 * hour),
+        ago(hour),
+    )
+    .await
+    .unwrap();
+    s.issue_token(&live, u, TokenPurpose::EmailVerification, t, t + hour)
+        .await
+        .unwrap();
+    assert_eq!(s.purge_account_tokens(t).await.unwrap(), 1);
+    assert_eq!(s.purge_account_tokens(t).await.unwrap(), 0);
+    assert_eq!(
+        s.claim_token(&live, TokenPurpose::EmailVerification, t)
+            .await
+            .unwrap(),
+        Some(u)
+    );
 }
 
 async fn migrations_are_idempotent(b: Backend) {
