@@ -14,6 +14,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
@@ -32,7 +33,15 @@ use crate::metrics::QueryTimer;
 pub struct PgStore {
     pool: PgPool,
     sealer: ChainSealer,
+    /// Hands security events to this process's appender task.
+    appender: mpsc::Sender<PendingEvent>,
 }
+
+/// An event waiting for the appender, and where its outcome goes.
+type PendingEvent = (NewEvent, oneshot::Sender<Result<(), StoreError>>);
+
+/// Events the appender writes in one transaction at most.
+const APPEND_BATCH: usize = 64;
 
 /// Parses the URL and applies castellan's TLS default (`verify-full`).
 pub fn connect_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
@@ -83,9 +92,13 @@ impl PgStore {
             .run(&pool)
             .await
             .context("PostgreSQL migrations failed")?;
+        let sealer = super::audit_sealer(config);
+        let (appender, queue) = mpsc::channel(1024);
+        tokio::spawn(run_appender(pool.clone(), sealer.clone(), queue));
         Ok(Self {
             pool,
-            sealer: super::audit_sealer(config),
+            sealer,
+            appender,
         })
     }
 
@@ -628,13 +641,14 @@ async fn lock_head(tx: &mut Transaction<'static, Postgres>) -> Result<ChainHead,
     head_from_row(&row)
 }
 
-/// Appends inside the caller's transaction.
-async fn append_in(
+/// Inserts `e` after `head` (whose row the caller has locked) and returns
+/// the new head; the caller writes the head row back.
+async fn insert_linked(
     tx: &mut Transaction<'static, Postgres>,
     sealer: &ChainSealer,
+    head: ChainHead,
     e: &NewEvent,
-) -> Result<(), StoreError> {
-    let head = lock_head(tx).await?;
+) -> Result<ChainHead, StoreError> {
     let seq = head.last_seq + 1;
     let link = sealer.link(&head.last_hash, &e.chained(seq));
     sqlx::query(
@@ -657,21 +671,103 @@ async fn append_in(
     .execute(&mut **tx)
     .await
     .map_err(map_err)?;
+    Ok(ChainHead {
+        last_seq: seq,
+        last_hash: link.hash,
+        ..head
+    })
+}
+
+/// Appends `events` in order in one transaction: lock the head, insert,
+/// write the head back.
+async fn append_all(
+    pool: &PgPool,
+    sealer: &ChainSealer,
+    events: &[&NewEvent],
+) -> Result<(), StoreError> {
+    let (mut tx, _timer) = checkout(Op::AppendEvent, pool.begin()).await?;
+    append_in(&mut tx, sealer, events).await?;
+    tx.commit().await.map_err(map_err)
+}
+
+/// Appends inside the caller's transaction.
+async fn append_in(
+    tx: &mut Transaction<'static, Postgres>,
+    sealer: &ChainSealer,
+    events: &[&NewEvent],
+) -> Result<(), StoreError> {
+    let mut head = lock_head(tx).await?;
+    for e in events {
+        head = insert_linked(tx, sealer, head, e).await?;
+    }
     sqlx::query("UPDATE audit_chain SET last_seq = $1, last_hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&link.hash[..])
+        .bind(head.last_seq)
+        .bind(&head.last_hash[..])
         .execute(&mut **tx)
         .await
         .map_err(map_err)?;
     Ok(())
 }
 
+/// The same failure for every waiter of a batch (`StoreError` is not
+/// `Clone`: it may hold an `anyhow::Error`).
+fn share(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Conflict => StoreError::Conflict,
+        StoreError::Unavailable(why) => StoreError::Unavailable(why.clone()),
+        StoreError::Unexpected(err) => StoreError::Unexpected(anyhow::anyhow!("{err:#}")),
+    }
+}
+
+/// Group commit for security events. Request handlers queue their event
+/// and wait for the outcome without holding a pool connection; this task
+/// takes whatever has queued up (up to [`APPEND_BATCH`]) and appends it in
+/// one transaction. Waiting on the chain's row lock thus costs one
+/// connection per process instead of one per concurrent event, so a flood
+/// of failed logins cannot take the connections session checks need. A
+/// batch refused for its content is retried one event at a time, so one
+/// bad event fails only its own request; an unreachable database fails
+/// the whole batch at once.
+async fn run_appender(pool: PgPool, sealer: ChainSealer, mut queue: mpsc::Receiver<PendingEvent>) {
+    let mut batch = Vec::with_capacity(APPEND_BATCH);
+    while queue.recv_many(&mut batch, APPEND_BATCH).await > 0 {
+        let events: Vec<&NewEvent> = batch.iter().map(|(e, _)| e).collect();
+        match append_all(&pool, &sealer, &events).await {
+            Ok(()) => {
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            // One event, or the database is away: everyone gets the answer.
+            Err(e) if batch.len() == 1 || matches!(e, StoreError::Unavailable(_)) => {
+                for (_, done) in batch.drain(..) {
+                    let _ = done.send(Err(share(&e)));
+                }
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, events = batch.len(), "audit batch failed; appending one by one");
+                for (event, done) in batch.drain(..) {
+                    let _ = done.send(
+                        append_all(&pool, &sealer, &[&event])
+                            .await
+                            .map_err(|e| share(&e)),
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_event(&self, e: &NewEvent) -> Result<(), StoreError> {
-        let (mut tx, _timer) = self.begin(Op::AppendEvent).await?;
-        append_in(&mut tx, &self.sealer, e).await?;
-        tx.commit().await.map_err(map_err)
+        let stopped = || StoreError::Unexpected(anyhow::anyhow!("the audit appender stopped"));
+        let (done, outcome) = oneshot::channel();
+        self.appender
+            .send((e.clone(), done))
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn list_events(&self, f: &EventFilter) -> Result<Vec<Event>, StoreError> {
@@ -761,7 +857,7 @@ impl EventStore for PgStore {
         .map_err(map_err)?;
         let mut record = record.clone();
         record.detail = pruned_detail(checkpoint_seq, &checkpoint_hash, removed);
-        append_in(&mut tx, &self.sealer, &record).await?;
+        append_in(&mut tx, &self.sealer, &[&record]).await?;
         tx.commit().await.map_err(map_err)?;
         Ok(Some(PruneOutcome {
             through_seq: checkpoint_seq,

@@ -370,6 +370,57 @@ async fn purges_remove_only_ended_counters_and_expired_tokens(b: Backend) {
     );
 }
 
+/// Events appended at once are grouped into shared transactions on
+/// PostgreSQL; one that the database refuses (a NUL character, which JSONB
+/// cannot hold) fails alone, and the chain stays whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_event_fails_alone_among_concurrent_appends() {
+    let (s, env) = open(Backend::Postgres).await;
+    let appends = (0..20).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let detail = if i == 7 {
+                json!({"note": "nul \u{0} here"})
+            } else {
+                json!({"n": i})
+            };
+            s.append_event(&NewEvent {
+                id: Uuid::new_v4(),
+                at: now(),
+                kind: "login_failed",
+                user_id: None,
+                ip: "10.0.0.1".into(),
+                user_agent: "ua".into(),
+                request_id: format!("req-{i}"),
+                detail,
+            })
+            .await
+        })
+    });
+    let outcomes: Vec<bool> = outcomes_of(appends).await;
+    assert_eq!(
+        outcomes.iter().filter(|ok| !**ok).count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(!outcomes[7]);
+    assert_eq!(s.chain_events(0, 100).await.unwrap().len(), 19);
+    let report = castellan::audit::chain::verify(&*s, store::audit_sealer(&env.config()))
+        .await
+        .unwrap();
+    assert_eq!(report.unwrap().events, 19);
+}
+
+async fn outcomes_of(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<Result<(), StoreError>>>,
+) -> Vec<bool> {
+    let mut out = Vec::new();
+    for t in tasks.collect::<Vec<_>>() {
+        out.push(t.await.unwrap().is_ok());
+    }
+    out
+}
+
 async fn migrations_are_idempotent(b: Backend) {
     let env = TestEnv::new(b).await;
     let config = env.config();
