@@ -93,9 +93,7 @@ impl SqliteStore {
         let mut writer = Connection::open(path)
             .with_context(|| format!("cannot open the SQLite database {}", path.display()))?;
         configure(&writer)?;
-        writer
-            .pragma_update(None, "journal_mode", "WAL")
-            .context("cannot switch SQLite to WAL mode")?;
+        enable_wal(&writer)?;
         migrate(&mut writer)?;
         let readers = (0..4)
             .map(|_| {
@@ -176,6 +174,27 @@ fn timed<T>(
     crate::metrics::record_acquire_wait(asked);
     let _timer = QueryTimer::start(op.as_str());
     f(conn)
+}
+
+/// Switches the database to WAL mode. When another process is creating or
+/// migrating the same file at this moment, SQLite answers "locked" at once
+/// instead of calling the busy handler, so retry for up to five seconds.
+fn enable_wal(conn: &Connection) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => return Ok(()),
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).context("cannot switch SQLite to WAL mode"),
+        }
+    }
 }
 
 /// Applies embedded migrations inside one IMMEDIATE transaction, so two
