@@ -27,9 +27,10 @@ pub async fn verify(
     let start = store.chain_head().await?;
     let mut verifier = ChainVerifier::new(sealer, &start);
     let mut after = start.checkpoint_seq;
-    // After the last batch the head is read again; events appended by a
-    // running service in the meantime are read and checked too.
-    let mut head_read = None;
+    // At the end of the rows, the head row is read again: a running service
+    // may have appended meanwhile, and those events are checked too. Only a
+    // head that stays ahead of the rows twice in a row means rows are gone.
+    let mut missing_at: Option<i64> = None;
     loop {
         let batch = store.chain_events(after, BATCH).await?;
         if let Some(last) = batch.last() {
@@ -41,17 +42,11 @@ pub async fn verify(
             }
             continue;
         }
-        match head_read {
-            // Nothing new since the head was read: compare and finish.
-            Some(head) => return Ok(verifier.finish(&head)),
-            None => {
-                let head = store.chain_head().await?;
-                if head.last_seq <= verifier.last_seq() {
-                    return Ok(verifier.finish(&head));
-                }
-                head_read = Some(head);
-            }
+        let head = store.chain_head().await?;
+        if head.last_seq <= verifier.last_seq() || missing_at == Some(head.last_seq) {
+            return Ok(verifier.finish(&head));
         }
+        missing_at = Some(head.last_seq);
     }
 }
 

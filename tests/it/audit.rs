@@ -415,6 +415,16 @@ async fn four_writers_in_two_processes_keep_one_chain(b: Backend) {
             })
         })
         .collect();
+    // Meanwhile, verification runs against the growing chain and passes.
+    let reader = store::open(&env.config()).await.unwrap();
+    let sealer = store::audit_sealer(&env.config());
+    loop {
+        let report = chain::verify(&*reader, sealer.clone()).await.unwrap();
+        assert!(report.is_ok(), "{report:?}");
+        if writers.iter().all(|w| w.is_finished()) {
+            break;
+        }
+    }
     for w in writers {
         w.await.unwrap();
     }
