@@ -13,6 +13,7 @@ on_both_backends!(
     unsupported_methods_and_unknown_paths_get_contract_errors,
     oversized_bodies_are_refused_on_every_route,
     health_and_readiness_answer,
+    production_responses_carry_hsts_and_dev_ones_do_not,
 );
 
 /// One request of each kind the public listener serves, errors included.
@@ -282,5 +283,31 @@ async fn openapi_describes_every_route_and_constrains_every_input() {
             assert!(constrained, "{name}.{prop} has no constraint: {spec}");
             assert!(!prop.contains("hint") && !prop.contains("question"));
         }
+    }
+}
+
+// covers: ASVS-3.4.1
+async fn production_responses_carry_hsts_and_dev_ones_do_not(b: Backend) {
+    let mut env = crate::helpers::TestEnv::new(b).await;
+    env.set("CASTELLAN_PROFILE", "production")
+        .set("CASTELLAN_BEHIND_TLS_PROXY", "true")
+        .set("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com");
+    let production = env.spawn().await;
+    for (what, r) in sample_responses(&production).await {
+        let hsts = r
+            .header("strict-transport-security")
+            .unwrap_or_else(|| panic!("{what} ({}): no HSTS", r.status));
+        let max_age: u64 = hsts
+            .split(';')
+            .find_map(|part| part.trim().strip_prefix("max-age="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: {hsts}"));
+        assert!(max_age >= 31_536_000, "{what}: {hsts}");
+        assert!(hsts.contains("includeSubDomains"), "{what}: {hsts}");
+    }
+    // In dev castellan usually runs on plain http://127.0.0.1: no HSTS.
+    let dev = spawn_app(b).await;
+    for (what, r) in sample_responses(&dev).await {
+        assert!(r.header("strict-transport-security").is_none(), "{what}");
     }
 }
