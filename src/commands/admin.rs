@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use crate::app;
 use crate::audit::RequestMeta;
 use crate::auth::Auth;
-use crate::auth::admin::{AdminAction, AdminError};
+use crate::auth::admin::AdminAction;
 use crate::cli::AdminCommand;
 use crate::cli_output;
 use crate::clock::SystemClock;
@@ -33,7 +33,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
             if !yes {
                 bail!("this signs out every user; run again with --yes to confirm");
             }
-            let n = auth.admin_revoke_all(&meta).await.map_err(admin_error)?;
+            let n = auth.admin_revoke_all(&meta).await?;
             cli_output::admin_done(&format!("ended {n} sessions of all users"));
             return Ok(());
         }
@@ -43,9 +43,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::ResetMfa { user } => (AdminAction::ResetMfa, user),
     };
     let user = resolve(&auth, &user).await?;
-    auth.admin_act(action, user.id, &meta)
-        .await
-        .map_err(admin_error)?;
+    auth.admin_act(action, user.id, &meta).await?;
     // The MFA reset mails the user; deliver before the process ends.
     auth.mailer.flush().await;
     cli_output::admin_done(&format!("{}: done for user {}", action.name(), user.id.0));
@@ -68,11 +66,4 @@ async fn find(auth: &Auth, email: &str) -> anyhow::Result<User> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("email: {e}"))?;
     let found = auth.store.find_credentials(email.key()).await?;
     Ok(found.context("no user with this email address")?.user)
-}
-
-fn admin_error(e: AdminError) -> anyhow::Error {
-    match e {
-        AdminError::NotFound => anyhow::anyhow!("no such user"),
-        AdminError::Service(e) => anyhow::anyhow!("{e}"),
-    }
 }

@@ -63,6 +63,18 @@ pub struct ChainHead {
     pub checkpoint_hash: Digest32,
 }
 
+impl ChainHead {
+    /// The checkpoint after a prune removed every event up to `through`,
+    /// whose stored hash is `hash`. Rows from before the chain existed (at
+    /// or before the checkpoint, or without a hash) move nothing.
+    pub fn checkpoint_after_prune(&self, through: i64, hash: Option<Digest32>) -> (i64, Digest32) {
+        match hash {
+            Some(h) if through > self.checkpoint_seq => (through, h),
+            _ => (self.checkpoint_seq, self.checkpoint_hash),
+        }
+    }
+}
+
 /// One stored event as the verifier sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct StoredLink<'a> {
@@ -625,6 +637,48 @@ mod tests {
             verify(&sealer, &rows[2..], &moved),
             Err(ChainBreak::CheckpointMismatch { checkpoint_seq: 2 })
         );
+    }
+
+    #[test]
+    fn events_from_before_the_key_may_lead_the_chain() {
+        // Two events written before audit_key was set, then three with it.
+        let keyed = ChainSealer::new(Some(&[7; 32]));
+        let (mut rows, _) = chain(&ChainSealer::new(None), 2);
+        let mut prev = rows[1].link.hash;
+        let (later, _) = chain(&keyed, 3);
+        for (i, mut row) in later.into_iter().enumerate() {
+            row.seq = 3 + i as i64;
+            row.link = keyed.link(&prev, &row.content());
+            prev = row.link.hash;
+            rows.push(row);
+        }
+        let head = ChainHead {
+            last_seq: 5,
+            last_hash: prev,
+            checkpoint_seq: 0,
+            checkpoint_hash: GENESIS,
+        };
+        assert_eq!(verify(&keyed, &rows, &head).unwrap().authenticated, Some(3));
+        // But not after an authenticated one.
+        rows[3].link.mac = None;
+        assert_eq!(
+            verify(&keyed, &rows, &head),
+            Err(ChainBreak::MacMissing { seq: 4 })
+        );
+    }
+
+    #[test]
+    fn a_prune_moves_the_checkpoint_only_past_chained_rows() {
+        let head = ChainHead {
+            last_seq: 9,
+            last_hash: [9; 32],
+            checkpoint_seq: 3,
+            checkpoint_hash: GENESIS,
+        };
+        assert_eq!(head.checkpoint_after_prune(6, Some([6; 32])), (6, [6; 32]));
+        // Rows at or before the checkpoint, or without a hash, predate the chain.
+        assert_eq!(head.checkpoint_after_prune(2, Some([2; 32])), (3, GENESIS));
+        assert_eq!(head.checkpoint_after_prune(6, None), (3, GENESIS));
     }
 
     #[test]

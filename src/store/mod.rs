@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::config::{Config, DatabaseConfig};
 use crate::crypto::TokenHash;
-use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, StoredLink};
+use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, Digest32, StoredLink};
 use crate::domain::{Aal, Email, Session, User, UserId};
 
 pub mod postgres;
@@ -536,6 +536,14 @@ pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             Arc::new(postgres::PgStore::connect(url, config).await?)
         }
     })
+}
+
+/// A stored chain hash as a [`Digest32`]; a column of another length is a
+/// corrupt row.
+pub(crate) fn stored_digest(bytes: Vec<u8>) -> Result<Digest32, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Unexpected(anyhow::anyhow!("audit chain hash is not 32 bytes")))
 }
 
 /// The audit chain's sealer, with the HMAC key when one is configured.

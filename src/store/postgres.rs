@@ -20,11 +20,11 @@ use uuid::Uuid;
 use super::{
     AccountStore, BackupCodeHash, Credentials, Event, EventFilter, EventStore, MfaStore, NewEvent,
     NewSession, NewUser, Op, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
-    TokenPurpose, TotpRecord, UserStore,
+    TokenPurpose, TotpRecord, UserStore, stored_digest,
 };
 use crate::config::Config;
 use crate::crypto::TokenHash;
-use crate::domain::audit_chain::{ChainHead, ChainSealer, Digest32, pruned_detail};
+use crate::domain::audit_chain::{ChainHead, ChainSealer, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
 use crate::metrics::QueryTimer;
 
@@ -613,18 +613,12 @@ fn events_from_rows(rows: &[PgRow]) -> Result<Vec<Event>, StoreError> {
         .map_err(map_err)
 }
 
-fn digest(bytes: Vec<u8>) -> Result<Digest32, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::Unexpected(anyhow::anyhow!("audit chain hash is not 32 bytes")))
-}
-
 fn head_from_row(r: &PgRow) -> Result<ChainHead, StoreError> {
     Ok(ChainHead {
         last_seq: r.try_get(0).map_err(map_err)?,
-        last_hash: digest(r.try_get(1).map_err(map_err)?)?,
+        last_hash: stored_digest(r.try_get(1).map_err(map_err)?)?,
         checkpoint_seq: r.try_get(2).map_err(map_err)?,
-        checkpoint_hash: digest(r.try_get(3).map_err(map_err)?)?,
+        checkpoint_hash: stored_digest(r.try_get(3).map_err(map_err)?)?,
     })
 }
 
@@ -842,11 +836,8 @@ impl EventStore for PgStore {
             .await
             .map_err(map_err)?
             .rows_affected();
-        // Rows from before the chain existed move nothing.
-        let (checkpoint_seq, checkpoint_hash) = match hash {
-            Some(h) if through > head.checkpoint_seq => (through, digest(h)?),
-            _ => (head.checkpoint_seq, head.checkpoint_hash),
-        };
+        let (checkpoint_seq, checkpoint_hash) =
+            head.checkpoint_after_prune(through, hash.map(stored_digest).transpose()?);
         sqlx::query(
             "UPDATE audit_chain SET checkpoint_seq = $1, checkpoint_hash = $2 WHERE id = 1",
         )

@@ -23,10 +23,10 @@ use uuid::Uuid;
 use super::{
     AccountStore, BackupCodeHash, Credentials, Event, EventFilter, EventStore, MfaStore, NewEvent,
     NewSession, NewUser, Op, PruneOutcome, SessionStore, Store, StoreError, ThrottleStore,
-    TokenPurpose, TotpRecord, UserStore,
+    TokenPurpose, TotpRecord, UserStore, stored_digest,
 };
 use crate::crypto::TokenHash;
-use crate::domain::audit_chain::{ChainHead, ChainSealer, Digest32, pruned_detail};
+use crate::domain::audit_chain::{ChainHead, ChainSealer, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
 use crate::metrics::QueryTimer;
 
@@ -634,16 +634,10 @@ fn read_head(conn: &Connection) -> Result<ChainHead, StoreError> {
         .map_err(map_err)?;
     Ok(ChainHead {
         last_seq,
-        last_hash: digest(last_hash)?,
+        last_hash: stored_digest(last_hash)?,
         checkpoint_seq,
-        checkpoint_hash: digest(checkpoint_hash)?,
+        checkpoint_hash: stored_digest(checkpoint_hash)?,
     })
-}
-
-fn digest(bytes: Vec<u8>) -> Result<Digest32, StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::Unexpected(anyhow!("audit chain hash is not 32 bytes")))
 }
 
 /// Appends inside the caller's IMMEDIATE transaction (which holds SQLite's
@@ -770,11 +764,8 @@ impl EventStore for SqliteStore {
             let removed = tx
                 .execute("DELETE FROM security_events WHERE seq <= ?1", [through])
                 .map_err(map_err)? as u64;
-            // Rows from before the chain existed move nothing.
-            let (checkpoint_seq, checkpoint_hash) = match hash {
-                Some(h) if through > head.checkpoint_seq => (through, digest(h)?),
-                _ => (head.checkpoint_seq, head.checkpoint_hash),
-            };
+            let (checkpoint_seq, checkpoint_hash) =
+                head.checkpoint_after_prune(through, hash.map(stored_digest).transpose()?);
             tx.execute(
                 "UPDATE audit_chain SET checkpoint_seq = ?1, checkpoint_hash = ?2 WHERE id = 1",
                 params![checkpoint_seq, &checkpoint_hash[..]],
