@@ -2,7 +2,7 @@
 //! metrics.
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::helpers::{
     ADMIN_TOKEN, Backend, PASSWORD, Reply, TestApp, TestEnv, email, sample, spawn_app,
@@ -230,27 +230,7 @@ async fn admin_mfa_reset_clears_the_second_factor_and_tells_the_user(b: Backend)
     let app = admin_app(b).await;
     let e = email("lostphone");
     let token = app.user_with_session(&e).await;
-    let enrolment = app
-        .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
-        .await
-        .json();
-    let secret = castellan::domain::TotpSecret::from_bytes(
-        base32::decode(
-            base32::Alphabet::Rfc4648 { padding: false },
-            enrolment["secret"].as_str().unwrap(),
-        )
-        .unwrap(),
-    );
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/mfa/totp/activate",
-            &token,
-            Some(json!({"code": secret.code_at(now, 6).unwrap()})),
-        )
-        .await;
-    assert_eq!(r.status, 200);
+    app.enable_totp(&token).await;
     let id = user_id(&app, &token).await;
     assert_eq!(
         admin(

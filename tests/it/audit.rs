@@ -17,7 +17,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use crate::black_box::{castellan, free_port, run, terminate, wait_ready};
-use crate::helpers::{Backend, PASSWORD, TestEnv, email};
+use crate::helpers::{ADMIN_TOKEN, Backend, PASSWORD, TestEnv, email};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -36,7 +36,6 @@ on_both_backends!(
 
 /// base64 of 32 bytes.
 const AUDIT_KEY: &str = "YXVkaXQta2V5LWF1ZGl0LWtleS1hdWRpdC1rZXktMDE=";
-const ADMIN_TOKEN: &str = "adm1n-t0ken-for-tests-0123456789abcdefghijklmnop";
 
 /// Runs the castellan binary with the test's settings, minus `without`.
 fn cli_without(env: &TestEnv, without: &[&str], args: &[&str]) -> Output {

@@ -476,3 +476,61 @@ pub fn email(tag: &str) -> String {
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
 }
+
+/// The TOTP secret of a `POST /v1/mfa/totp/enroll` answer.
+pub fn secret_of(enrolment: &Value) -> castellan::domain::TotpSecret {
+    let b32 = enrolment["secret"]
+        .as_str()
+        .expect("secret in the enrolment");
+    castellan::domain::TotpSecret::from_bytes(
+        base32::decode(base32::Alphabet::Rfc4648 { padding: false }, b32).expect("base32 secret"),
+    )
+}
+
+/// The code of `secret` now, or `offset_steps` 30-second steps away.
+pub fn now_code(secret: &castellan::domain::TotpSecret, offset_steps: i64) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    secret
+        .code_at((now + offset_steps * 30) as u64, 6)
+        .expect("a TOTP code")
+}
+
+/// TOTP turned on for one user, as [`TestApp::enable_totp`] returns it.
+pub struct EnabledTotp {
+    pub secret: castellan::domain::TotpSecret,
+    pub backup_codes: Vec<String>,
+    /// The code that activated TOTP (spent: it cannot be used again).
+    pub activation_code: String,
+}
+
+impl TestApp {
+    /// Enrols and activates TOTP for the user of the session `token`.
+    pub async fn enable_totp(&self, token: &str) -> EnabledTotp {
+        let enrolment = self
+            .send_bearer(Method::POST, "/v1/mfa/totp/enroll", token, None)
+            .await;
+        assert_eq!(enrolment.status, 200, "{}", enrolment.text);
+        let secret = secret_of(&enrolment.json());
+        let activation_code = now_code(&secret, 0);
+        let r = self
+            .send_bearer(
+                Method::POST,
+                "/v1/mfa/totp/activate",
+                token,
+                Some(json!({"code": activation_code})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        let backup_codes = r.json()["backup_codes"]
+            .as_array()
+            .expect("backup codes")
+            .iter()
+            .map(|c| c.as_str().expect("a code").to_string())
+            .collect();
+        EnabledTotp {
+            secret,
+            backup_codes,
+            activation_code,
+        }
+    }
+}

@@ -513,27 +513,8 @@ async fn second_factor_failures_back_off_too(b: Backend) {
     let app = env.spawn().await;
     let e = email("mfaback");
     let token = app.user_with_session(&e).await;
-    let enrolment = app
-        .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
-        .await
-        .json();
-    let secret = castellan::domain::TotpSecret::from_bytes(
-        base32::decode(
-            base32::Alphabet::Rfc4648 { padding: false },
-            enrolment["secret"].as_str().unwrap(),
-        )
-        .unwrap(),
-    );
+    let secret = app.enable_totp(&token).await.secret;
     let now = || time::OffsetDateTime::now_utc().unix_timestamp() as u64;
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/mfa/totp/activate",
-            &token,
-            Some(json!({"code": secret.code_at(now(), 6).unwrap()})),
-        )
-        .await;
-    assert_eq!(r.status, 200);
     let pending = app.login(&e, PASSWORD).await.json()["session_token"]
         .as_str()
         .unwrap()

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base32::Alphabet;
 use castellan::config::{Config, SmtpTls};
-use castellan::domain::TotpSecret;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, TestEnv, email};
+use crate::helpers::{Backend, TestApp, TestEnv, email, now_code, secret_of};
 use crate::pg_cluster::{TestCa, Validity};
 
 fn free_port() -> u16 {
@@ -179,11 +177,7 @@ async fn turn_on_totp(app: &TestApp) -> (String, Duration) {
         .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
         .await;
     assert_eq!(enrolment.status, 200, "{}", enrolment.text);
-    let b32 = enrolment.json()["secret"].as_str().unwrap().to_string();
-    let secret =
-        TotpSecret::from_bytes(base32::decode(Alphabet::Rfc4648 { padding: false }, &b32).unwrap());
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() as u64;
-    let code = secret.code_at(now, 6).unwrap();
+    let code = now_code(&secret_of(&enrolment.json()), 0);
     let started = Instant::now();
     let r = app
         .send_bearer(

@@ -9,7 +9,9 @@ use castellan::domain::TotpSecret;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backend, PASSWORD, TestApp, TestEnv, email, spawn_app};
+use crate::helpers::{
+    Backend, EnabledTotp, PASSWORD, TestApp, TestEnv, email, now_code, secret_of, spawn_app,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -27,16 +29,6 @@ on_both_backends!(
     require_mfa_lets_users_enrol_then_everything_opens,
 );
 
-fn secret_of(enrolment: &Value) -> TotpSecret {
-    let b32 = enrolment["secret"].as_str().unwrap();
-    TotpSecret::from_bytes(base32::decode(Alphabet::Rfc4648 { padding: false }, b32).unwrap())
-}
-
-fn now_code(secret: &TotpSecret, offset_steps: i64) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    secret.code_at((now + offset_steps * 30) as u64, 6).unwrap()
-}
-
 /// Registers a user with TOTP enabled; returns (email, secret, backup codes, aal2 token).
 async fn mfa_user(app: &TestApp) -> (String, TotpSecret, Vec<String>, String) {
     let (e, secret, codes, token, _) = mfa_user_with_activation_code(app).await;
@@ -49,27 +41,11 @@ async fn mfa_user_with_activation_code(
 ) -> (String, TotpSecret, Vec<String>, String, String) {
     let e = email("mfa");
     let token = app.user_with_session(&e).await;
-    let enrolment = app
-        .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
-        .await;
-    assert_eq!(enrolment.status, 200, "{}", enrolment.text);
-    let secret = secret_of(&enrolment.json());
-    let activation_code = now_code(&secret, 0);
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/mfa/totp/activate",
-            &token,
-            Some(json!({"code": activation_code})),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let codes = r.json()["backup_codes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap().to_string())
-        .collect();
+    let EnabledTotp {
+        secret,
+        backup_codes: codes,
+        activation_code,
+    } = app.enable_totp(&token).await;
     (e, secret, codes, token, activation_code)
 }
 
