@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use super::{Auth, ServiceError};
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{User, UserId};
 use crate::mail::Notice;
 use crate::store::StoreError;
@@ -56,15 +56,8 @@ impl Auth {
         let mut detail = detail;
         detail["action"] = json!(action.name());
         detail["by"] = json!("admin");
-        audit::record(
-            &*self.store,
-            self.clock.now(),
-            EventKind::AdminAction,
-            user,
-            meta,
-            detail,
-        )
-        .await
+        self.record_event(EventKind::AdminAction, user, meta, detail)
+            .await
     }
 
     async fn existing_user(&self, id: UserId) -> Result<User, AdminError> {

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::sessions::CheckError;
 use super::throttle::{Bucket, Factor, Throttled};
 use super::{Auth, ServiceError};
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::domain::totp::{TotpSecret, otpauth_uri};
 use crate::domain::{Aal, BackupCode, Session, SessionToken, TotpCode, User, UserId};
 use crate::mail::Notice;
@@ -141,15 +141,7 @@ impl Auth {
         meta: &RequestMeta,
         detail: serde_json::Value,
     ) -> Result<(), StoreError> {
-        audit::record(
-            &*self.store,
-            self.clock.now(),
-            kind,
-            Some(user),
-            meta,
-            detail,
-        )
-        .await
+        self.record_event(kind, Some(user), meta, detail).await
     }
 
     /// Starts (or restarts) TOTP enrolment: a new secret, sealed, pending

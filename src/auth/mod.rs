@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::audit;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::Keys;
@@ -35,6 +36,17 @@ pub struct Auth {
 }
 
 impl Auth {
+    /// Records a security event at the current time (see [`audit::record`]).
+    pub(crate) async fn record_event(
+        &self,
+        kind: audit::EventKind,
+        user: Option<crate::domain::UserId>,
+        meta: &audit::RequestMeta,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        audit::record(&*self.store, self.clock.now(), kind, user, meta, detail).await
+    }
+
     pub fn password_policy(&self) -> PasswordPolicy {
         PasswordPolicy {
             min_length: self.config.password_min_length,

@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use super::throttle::{Bucket, Factor, Throttled};
 use super::{Auth, ServiceError};
-use crate::audit::{self, EventKind, RequestMeta};
-use crate::domain::{Email, Password, Session, User, UserId};
+use crate::audit::{EventKind, RequestMeta};
+use crate::domain::{Email, Password, Session, User};
 use crate::mail::Notice;
 use crate::store::{StoreError, TokenPurpose};
 
@@ -83,16 +83,6 @@ impl Auth {
         Ok(())
     }
 
-    async fn record(
-        &self,
-        kind: EventKind,
-        user: Option<UserId>,
-        meta: &RequestMeta,
-        detail: serde_json::Value,
-    ) -> Result<(), StoreError> {
-        audit::record(&*self.store, self.clock.now(), kind, user, meta, detail).await
-    }
-
     /// Changes the password of the session's user (the current password
     /// is required) and ends every other session.
     pub async fn change_password(
@@ -118,7 +108,7 @@ impl Auth {
         {
             self.record_failure(Factor::Password, account, Some(user.id), meta)
                 .await?;
-            self.record(EventKind::LoginFailed, Some(user.id), meta, json!({"reason": "wrong_password", "during": "password_change", "factor": "password"}))
+            self.record_event(EventKind::LoginFailed, Some(user.id), meta, json!({"reason": "wrong_password", "during": "password_change", "factor": "password"}))
                 .await?;
             return Err(RecoveryError::InvalidCredentials);
         }
@@ -128,7 +118,7 @@ impl Auth {
             .change_password(user.id, &phc, session.id, now)
             .await?;
         self.record_success(Factor::Password, account, meta).await?;
-        self.record(
+        self.record_event(
             EventKind::PasswordChanged,
             Some(user.id),
             meta,
@@ -150,7 +140,7 @@ impl Auth {
     ) -> Result<(), RecoveryError> {
         self.count_attempt(Bucket::ResetRequest, meta).await?;
         let Some(found) = self.store.find_credentials(email.key()).await? else {
-            self.record(
+            self.record_event(
                 EventKind::PasswordResetRequested,
                 None,
                 meta,
@@ -167,7 +157,7 @@ impl Auth {
             .throttle_hit(&format!("mail:reset:{}", user.id.0), now, cap.window)
             .await?;
         if sent > cap.limit {
-            self.record(
+            self.record_event(
                 EventKind::PasswordResetRequested,
                 Some(user.id),
                 meta,
@@ -176,7 +166,7 @@ impl Auth {
             .await?;
             return Ok(());
         }
-        self.record(
+        self.record_event(
             EventKind::PasswordResetRequested,
             Some(user.id),
             meta,
@@ -201,7 +191,7 @@ impl Auth {
         // Token guesses from one address are bounded like reset requests.
         self.count_attempt(Bucket::ResetRequest, meta).await?;
         if !token_shape_ok(token) {
-            self.record(
+            self.record_event(
                 EventKind::TokenRejected,
                 None,
                 meta,
@@ -214,7 +204,7 @@ impl Auth {
         let phc = self.hasher.hash(new).await?;
         let now = self.clock.now();
         let Some(user) = self.store.reset_password(&hash, &phc, now).await? else {
-            self.record(
+            self.record_event(
                 EventKind::TokenRejected,
                 None,
                 meta,
@@ -227,7 +217,7 @@ impl Auth {
         if let Some(u) = &found {
             self.clear_factor(Factor::Password, u.email.key()).await?;
         }
-        self.record(
+        self.record_event(
             EventKind::PasswordReset,
             Some(user),
             meta,
@@ -260,7 +250,7 @@ impl Auth {
                 .max(1);
             return Err(Throttled::RetryAfter(retry).into());
         }
-        self.record(
+        self.record_event(
             EventKind::EmailVerificationRequested,
             Some(user.id),
             meta,
@@ -282,7 +272,7 @@ impl Auth {
         self.count_attempt(Bucket::VerificationRequest, meta)
             .await?;
         if !token_shape_ok(token) {
-            self.record(
+            self.record_event(
                 EventKind::TokenRejected,
                 None,
                 meta,
@@ -297,7 +287,7 @@ impl Auth {
             .claim_token(&hash, TokenPurpose::EmailVerification, self.clock.now())
             .await?
         else {
-            self.record(
+            self.record_event(
                 EventKind::TokenRejected,
                 None,
                 meta,
@@ -307,7 +297,7 @@ impl Auth {
             return Err(RecoveryError::InvalidToken);
         };
         self.store.mark_email_verified(user).await?;
-        self.record(EventKind::EmailVerified, Some(user), meta, json!({}))
+        self.record_event(EventKind::EmailVerified, Some(user), meta, json!({}))
             .await?;
         if let Some(u) = self.store.get_user(user).await? {
             self.mailer.notify(&u.email, Notice::EmailVerified).await;

@@ -100,9 +100,7 @@ impl Auth {
     /// Ends the caller's session at once.
     pub async fn logout(&self, session: &Session, meta: &RequestMeta) -> Result<(), ServiceError> {
         self.store.delete_session(session.id).await?;
-        audit::record(
-            &*self.store,
-            self.clock.now(),
+        self.record_event(
             EventKind::Logout,
             Some(session.user_id),
             meta,
@@ -218,9 +216,7 @@ impl Auth {
         meta: &RequestMeta,
         reason: &str,
     ) -> Result<(), StoreError> {
-        audit::record(
-            &*self.store,
-            self.clock.now(),
+        self.record_event(
             EventKind::AccessDenied,
             Some(user),
             meta,

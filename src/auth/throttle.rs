@@ -13,7 +13,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use super::Auth;
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::config::Rate;
 use crate::domain::UserId;
 use crate::store::StoreError;
@@ -97,15 +97,8 @@ impl Auth {
         meta: &RequestMeta,
         detail: serde_json::Value,
     ) -> Result<(), StoreError> {
-        audit::record(
-            &*self.store,
-            self.clock.now(),
-            EventKind::Throttled,
-            user,
-            meta,
-            detail,
-        )
-        .await
+        self.record_event(EventKind::Throttled, user, meta, detail)
+            .await
     }
 
     /// Counts one attempt from the client's address against `bucket`.

@@ -76,15 +76,15 @@ async fn require_admin(
     if expected.is_empty()
         || !crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes())
     {
-        let _ = crate::audit::record(
-            &*state.auth.store,
-            state.auth.clock.now(),
-            EventKind::AccessDenied,
-            None,
-            &meta,
-            serde_json::json!({"reason": "admin_token"}),
-        )
-        .await;
+        let _ = state
+            .auth
+            .record_event(
+                EventKind::AccessDenied,
+                None,
+                &meta,
+                serde_json::json!({"reason": "admin_token"}),
+            )
+            .await;
         return ApiError::Unauthenticated.into_response();
     }
     next.run(req).await
