@@ -401,6 +401,14 @@ impl TestApp {
             .expect("events")
     }
 
+    /// Whether a recorded event has this kind and `detail[field] == value`.
+    pub async fn has_event(&self, kind: &str, field: &str, value: &str) -> bool {
+        self.events(1000)
+            .await
+            .iter()
+            .any(|e| e.kind == kind && e.detail[field] == value)
+    }
+
     /// The kinds of the recorded security events, oldest first.
     pub async fn event_kinds(&self) -> Vec<String> {
         let mut events = self.events(1000).await;

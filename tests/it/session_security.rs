@@ -98,11 +98,9 @@ async fn another_users_session_is_not_found_and_untouched(b: Backend) {
             .assert_error(400, "invalid_request");
         assert!(msg.contains("id"), "{msg}");
     }
-    let events = app.events(100).await;
     assert!(
-        events
-            .iter()
-            .any(|e| e.kind == "access_denied" && e.detail["reason"] == "session_not_owned")
+        app.has_event("access_denied", "reason", "session_not_owned")
+            .await
     );
 }
 
@@ -285,12 +283,7 @@ async fn the_session_cap_ends_the_oldest_session(b: Backend) {
             .len(),
         3
     );
-    let events = app.events(100).await;
-    assert!(
-        events
-            .iter()
-            .any(|ev| ev.kind == "session_revoked" && ev.detail["by"] == "session_cap")
-    );
+    assert!(app.has_event("session_revoked", "by", "session_cap").await);
 }
 
 // covers: ASVS-4.1.3, ASVS-15.3.4
