@@ -7,6 +7,9 @@
 #   CI=true                         use the nextest `ci` profile
 #   CASTELLAN_TEST_SKIP_GATES=1     skip fmt / clippy / source gates (local use)
 #   CASTELLAN_TEST_ONLY_PG_SMOKE=1  only start PostgreSQL, run a smoke query, stop
+#   CASTELLAN_TEST_SUITES="a b"     run only these suites of scripts/suites/ (by name without
+#                                   the number and .sh; "none" runs none). Default: all of
+#                                   them, or none when test-runner arguments were given.
 #
 # Exports for the tests:
 #   CASTELLAN_TEST_PG_URL   postgres://castellan_admin:PASSWORD@127.0.0.1:PORT/postgres?sslmode=disable
@@ -253,6 +256,45 @@ if [ -f src/lib.rs ]; then
     else
         step "skipping doc tests (runner-specific options given)"
     fi
+fi
+
+# ------------------------------------------------------------- suites
+# Each scripts/suites/NN-name.sh is a test suite outside cargo (browser, proxy,
+# multi-node, operations kit, scanners). It gets the cluster above, the built
+# binary and a folder for JUnit reports, installs what it needs itself, and
+# exits non-zero on failure.
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+export CASTELLAN_TEST_REPORTS="$TARGET_DIR/test-reports"
+mkdir -p "$CASTELLAN_TEST_REPORTS"
+suite_wanted() {
+    local name=$1
+    if [ -n "${CASTELLAN_TEST_SUITES:-}" ]; then
+        [ "$CASTELLAN_TEST_SUITES" != none ] && [[ " $CASTELLAN_TEST_SUITES " == *" $name "* ]]
+    else
+        [ "$SUITES_DEFAULT" = all ]
+    fi
+}
+SUITES_DEFAULT=all
+if [ "$#" -gt 0 ]; then SUITES_DEFAULT=none; fi
+suites=()
+for suite in scripts/suites/[0-9]*.sh; do
+    [ -e "$suite" ] || continue
+    name=$(basename "$suite" .sh); name=${name#*-}
+    suite_wanted "$name" && suites+=("$suite")
+done
+if [ "${#suites[@]}" -gt 0 ]; then
+    step "cargo build --bin castellan ${locked[*]} (binary for the suites)"
+    cargo build --bin castellan "${locked[@]}"
+    export CASTELLAN_BIN="$TARGET_DIR/debug/castellan"
+    for suite in "${suites[@]}"; do
+        step "suite $suite"
+        suite_rc=0
+        bash "$suite" || suite_rc=$?
+        if [ "$suite_rc" -ne 0 ]; then
+            step "suite $suite FAILED (exit $suite_rc)"
+            if [ "$test_rc" -eq 0 ]; then test_rc=$suite_rc; fi
+        fi
+    done
 fi
 
 if [ "$test_rc" -eq 0 ]; then step "all tests passed"; else step "tests FAILED (exit $test_rc)"; fi
