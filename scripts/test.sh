@@ -7,6 +7,7 @@
 #   CI=true                         use the nextest `ci` profile
 #   CASTELLAN_TEST_SKIP_GATES=1     skip fmt / clippy / source gates (local use)
 #   CASTELLAN_TEST_ONLY_PG_SMOKE=1  only start PostgreSQL, run a smoke query, stop
+#   CASTELLAN_TEST_SKIP_CARGO=1     skip the cargo tests (run only suites, e.g. with CASTELLAN_TEST_SUITES)
 #   CASTELLAN_TEST_SUITES="a b"     run only these suites of scripts/suites/ (by name without
 #                                   the number and .sh; "none" runs none). Default: all of
 #                                   them, or none when test-runner arguments were given.
@@ -239,10 +240,14 @@ fi
 runner+=("${locked[@]}" "$@")
 
 test_rc=0
-step "${runner[*]}"
-"${runner[@]}" || test_rc=$?
+if [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" = 1 ]; then
+    step "skipping the cargo tests (CASTELLAN_TEST_SKIP_CARGO=1)"
+else
+    step "${runner[*]}"
+    "${runner[@]}" || test_rc=$?
+fi
 
-if [ -f src/lib.rs ]; then
+if [ -f src/lib.rs ] && [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" != 1 ]; then
     # Doc tests take plain name filters only; skip them when runner options were given.
     only_filters=1
     for arg in "$@"; do
