@@ -302,5 +302,14 @@ if [ "${#suites[@]}" -gt 0 ]; then
     done
 fi
 
+# ------------------------------------------------------- security grade
+# Only a whole run grades: a filtered run did not run every test that names a requirement.
+if [ "$#" -eq 0 ] && [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" != 1 ] && [ -z "${CASTELLAN_TEST_SUITES:-}" ]; then
+    step "scripts/security-grade --min scripts/security-grade.min"
+    grade_rc=0
+    python3 scripts/security-grade --min scripts/security-grade.min || grade_rc=$?
+    if [ "$test_rc" -eq 0 ]; then test_rc=$grade_rc; fi
+fi
+
 if [ "$test_rc" -eq 0 ]; then step "all tests passed"; else step "tests FAILED (exit $test_rc)"; fi
 exit "$test_rc"

@@ -107,3 +107,17 @@ fn sql_is_never_built_from_strings_in_the_store() {
         }
     }
 }
+
+#[test]
+fn the_traceability_table_is_current() {
+    let out = std::process::Command::new("python3")
+        .args(["scripts/security-grade", "--check-table"])
+        .output()
+        .expect("python3 runs scripts/security-grade");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
