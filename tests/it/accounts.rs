@@ -106,7 +106,7 @@ async fn registration_validates_email_and_password(b: Backend) {
     );
 }
 
-// covers: ASVS-15.3.3, ASVS-1.5.2, ASVS-15.3.5, ASVS-6.4.2, ASVS-3.5.2
+// covers: ASVS-15.3.3, ASVS-1.5.2, ASVS-15.3.5, ASVS-6.4.2, ASVS-3.5.2, N63B-07
 async fn registration_refuses_mass_assignment_and_bad_json(b: Backend) {
     let app = spawn_app(b).await;
     let e = email("mass");
@@ -381,7 +381,7 @@ async fn stored_hash_is_upgraded_at_next_login(b: Backend) {
     );
 }
 
-// covers: ASVS-15.2.2, ASVS-15.1.3
+// covers: ASVS-15.2.2
 async fn saturated_hashing_answers_503_and_session_checks_go_on(b: Backend) {
     let mut env = TestEnv::new(b).await;
     env.set("CASTELLAN_HASH_THREADS", "1")

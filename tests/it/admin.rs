@@ -54,7 +54,7 @@ async fn user_id(app: &TestApp, token: &str) -> String {
         .to_string()
 }
 
-// covers: ASVS-8.2.1, ASVS-6.3.2, ASVS-3.5.4, ASVS-13.4.5, ASVS-16.3.2, ASVS-8.1.1
+// covers: ASVS-8.2.1, ASVS-6.3.2, ASVS-3.5.4, ASVS-13.4.5, ASVS-16.3.2
 async fn admin_routes_need_the_token_and_are_not_on_the_public_listener(b: Backend) {
     let plain = spawn_app(b).await;
     assert!(

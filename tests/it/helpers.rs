@@ -542,3 +542,23 @@ impl TestApp {
         }
     }
 }
+
+/// Runs one statement on the test's database, as someone with direct
+/// database access would.
+pub async fn sql(env: &TestEnv, statement: &str) {
+    let url = &env.vars["CASTELLAN_DATABASE_URL"];
+    match env.backend {
+        Backend::Sqlite => {
+            let path = url.strip_prefix("sqlite://").unwrap();
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.execute_batch(statement).unwrap();
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(statement.to_string()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}

@@ -377,7 +377,7 @@ async fn email_verification_marks_the_address_once(b: Backend) {
     );
 }
 
-// covers: ASVS-6.3.1, ASVS-6.1.1, N63B-11, ASVS-16.3.3
+// covers: ASVS-6.3.1, N63B-11, ASVS-16.3.3
 async fn failures_back_off_per_account_and_address_and_the_right_password_waits(b: Backend) {
     let mut env = TestEnv::new(b).await;
     env.set("CASTELLAN_LOGIN_BACKOFF_AFTER", "3");
