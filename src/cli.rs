@@ -29,10 +29,32 @@ pub enum Command {
     /// Verify, export or prune the tamper-evident audit log
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Grade this deployment's hardening (configuration, database, audit
+    /// chain): pass/warn/fail per check with the setting that fixes it, and
+    /// a score out of 100; exits 1 below --min-score (default: the
+    /// doctor_min_score setting)
+    Doctor(DoctorArgs),
     /// Operator actions on accounts and sessions, straight on the database
     /// (the same actions as the admin API, recorded the same way)
     #[command(subcommand)]
     Admin(AdminCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DoctorArgs {
+    /// Exit 1 when the score is below this (0 to 100)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub min_score: Option<u32>,
+    /// Print the report as JSON (for automation) instead of text
+    #[arg(long, value_name = "FORMAT", value_parser = ["text", "json"], default_value = "text")]
+    pub format: String,
+}
+
+impl DoctorArgs {
+    /// Whether the report is wanted as JSON.
+    pub fn json(&self) -> bool {
+        self.format == "json"
+    }
 }
 
 #[derive(Debug, Subcommand)]

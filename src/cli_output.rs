@@ -67,3 +67,28 @@ pub fn admin_user(user: &crate::domain::User) {
 pub fn admin_done(text: &str) {
     line(text);
 }
+
+/// The report of `castellan doctor`, as text or JSON.
+pub fn doctor_report(report: &crate::doctor::Report, json: bool) -> anyhow::Result<()> {
+    if json {
+        line(&serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    line(&format!(
+        "castellan doctor: {}/100 ({} profile)",
+        report.score, report.profile
+    ));
+    for check in &report.checks {
+        line(&format!(
+            "  {:<4}  {:<28} {}",
+            check.status.as_str().to_uppercase(),
+            check.id,
+            check.summary
+        ));
+        if check.status != crate::doctor::Status::Pass {
+            line(&format!("        why: {}", check.why));
+            line(&format!("        fix: {}", check.fix));
+        }
+    }
+    Ok(())
+}

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 /// One declared setting.
 #[derive(Debug, Clone, Copy)]
@@ -338,6 +338,16 @@ pub const SETTINGS: &[Setting] = &[
         "10s",
         "how long in-flight requests may finish after SIGTERM",
     ),
+    s(
+        "log_shipping",
+        "",
+        "where the logs are shipped off the host (e.g. `journald to the SIEM`); checked by `castellan doctor`",
+    ),
+    s(
+        "doctor_min_score",
+        "80",
+        "`castellan doctor` exits non-zero below this score (0 to 100)",
+    ),
 ];
 
 /// `dev` or `production`.
@@ -509,6 +519,10 @@ pub struct Config {
     pub db_idle_timeout: Duration,
     pub db_max_lifetime: Duration,
     pub shutdown_timeout: Duration,
+    /// Where logs go off the host; only declared, for `castellan doctor`.
+    pub log_shipping: String,
+    /// `castellan doctor` fails below this score.
+    pub doctor_min_score: u32,
 }
 
 /// Secret key bytes whose `Debug` never shows them.
@@ -791,6 +805,15 @@ impl Config {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
 
+        let log_shipping = p.parse("log_shipping", |v| {
+            if v.len() > 200 || v.chars().any(char::is_control) {
+                Err("must be at most 200 printable characters".into())
+            } else {
+                Ok(v.to_string())
+            }
+        });
+        let doctor_min_score = p.parse("doctor_min_score", |v| parse_int_in(v, 0, 100));
+
         let profile = profile?;
         let data_dir = data_dir?;
         let database = database?.unwrap_or_else(|| DatabaseConfig::Sqlite {
@@ -875,6 +898,8 @@ impl Config {
             db_idle_timeout: db_idle_timeout?,
             db_max_lifetime: db_max_lifetime?,
             shutdown_timeout: shutdown_timeout?,
+            log_shipping: log_shipping?,
+            doctor_min_score: u32::try_from(doctor_min_score?).ok()?,
             data_dir,
         };
         config.cross_check(errors);
@@ -923,6 +948,14 @@ impl Config {
                 fail(
                     "public_base_url",
                     "must use https:// in production (mailed links carry tokens)",
+                );
+            }
+            if let DatabaseConfig::Postgres { url } = &self.database
+                && has_well_known_credentials(url.expose_secret())
+            {
+                fail(
+                    "database_url",
+                    "logs in with a well-known or trivial password; give castellan's database role a random one (`openssl rand -base64 24`)",
                 );
             }
             if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
@@ -1041,7 +1074,48 @@ fn parse_smtp_host(v: &str) -> Result<String, String> {
 }
 
 /// `localhost` or a loopback IP address.
-fn is_loopback_host(host: &str) -> bool {
+/// User and password pairs that ship as defaults or examples somewhere.
+const WELL_KNOWN_DB_CREDENTIALS: &[(&str, &str)] = &[
+    ("postgres", "postgres"),
+    ("postgres", "password"),
+    ("postgres", ""),
+    ("castellan", "castellan"),
+    ("castellan", "password"),
+    ("admin", "admin"),
+    ("root", "root"),
+    ("user", "password"),
+];
+
+/// User and password of a `postgres://` URL, percent-decoded.
+pub fn database_url_credentials(url: &str) -> (String, String) {
+    let Some((_, rest)) = url.split_once("://") else {
+        return (String::new(), String::new());
+    };
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return (String::new(), String::new());
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    (decode(user), decode(password))
+}
+
+/// Whether a database URL logs in with a well-known or trivial password
+/// (one of the shipped defaults, or the user name again).
+pub fn has_well_known_credentials(url: &str) -> bool {
+    let (user, password) = database_url_credentials(url);
+    !user.is_empty()
+        && (user == password
+            || WELL_KNOWN_DB_CREDENTIALS
+                .iter()
+                .any(|(u, p)| *u == user && *p == password))
+}
+
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()

@@ -17,6 +17,7 @@
 //! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
 //! - [`http`]: routes, extractors, the error mapping and security headers.
 //! - [`jobs`]: background work (deleting ended sessions, audit retention).
+//! - [`doctor`]: the hardening checks and score of `castellan doctor`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -28,6 +29,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod crypto;
+pub mod doctor;
 pub mod domain;
 pub mod http;
 pub mod jobs;

@@ -15,8 +15,14 @@ fn main() -> ExitCode {
         Some(path) => Some((path.as_path(), true)),
         None => Some((std::path::Path::new("castellan.toml"), false)),
     };
-    let config = match Config::load(file, &config::process_env()) {
-        Ok(c) => c,
+    let env = config::process_env();
+    // Doctor grades even a configuration that `serve` would refuse.
+    let loaded = match &cli.command {
+        Command::Doctor(_) => commands::doctor::load(file, &env).map(|(c, ctx)| (c, Some(ctx))),
+        _ => Config::load(file, &env).map(|c| (c, None)),
+    };
+    let (config, doctor_context) = match loaded {
+        Ok(loaded) => loaded,
         Err(e) => {
             cli_output::fatal(&e.to_string());
             return ExitCode::FAILURE;
@@ -42,6 +48,9 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate::run(config).await,
             Command::Audit(command) => commands::audit::run(config, command).await,
             Command::Admin(command) => commands::admin::run(config, command).await,
+            Command::Doctor(args) => {
+                commands::doctor::run(config, doctor_context.unwrap_or_default(), args).await
+            }
         }
     });
     match result {

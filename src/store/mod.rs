@@ -14,6 +14,7 @@ use crate::crypto::TokenHash;
 use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, Digest32, StoredLink};
 use crate::domain::{Aal, Email, Session, User, UserId};
 
+pub mod diagnostics;
 pub mod postgres;
 pub mod sqlite;
 
