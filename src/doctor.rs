@@ -94,7 +94,8 @@ const ARGON2_MINIMUMS: &[(u32, u32)] = &[(47104, 1), (19456, 2), (12288, 3), (92
 
 /// Grades `config` (and what was found in the database).
 pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Report {
-    let production = config.profile == Profile::Production || !context.production_refusals.is_empty();
+    let production =
+        config.profile == Profile::Production || !context.production_refusals.is_empty();
     let mut checks = Vec::new();
     let mut add = |id, weight, status, summary: String, why, fix: &str| {
         checks.push(Check {
@@ -102,19 +103,30 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             status,
             summary,
             why,
-            fix: if status == Status::Pass { String::new() } else { fix.to_string() },
+            fix: if status == Status::Pass {
+                String::new()
+            } else {
+                fix.to_string()
+            },
             weight,
         })
     };
     // In production a weakness fails; in dev it only warns.
-    let weak = if production { Status::Fail } else { Status::Warn };
+    let weak = if production {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
 
     if !context.production_refusals.is_empty() {
         add(
             "production_profile",
             5,
             Status::Fail,
-            format!("the production profile refuses to start: {}", context.production_refusals.join("; ")),
+            format!(
+                "the production profile refuses to start: {}",
+                context.production_refusals.join("; ")
+            ),
             "castellan refuses insecure settings in production rather than run with them",
             "fix each setting named above (docs/configuration.md)",
         );
@@ -145,7 +157,10 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
                 "database_tls",
                 3,
                 status,
-                format!("PostgreSQL sslmode {mode} to {}", host.as_deref().unwrap_or("a Unix socket")),
+                format!(
+                    "PostgreSQL sslmode {mode} to {}",
+                    host.as_deref().unwrap_or("a Unix socket")
+                ),
                 "only verify-full proves the server is the database you meant; require encrypts but accepts any certificate",
                 "add sslmode=verify-full&sslrootcert=/path/to/ca.pem to CASTELLAN_DATABASE_URL",
             );
@@ -153,7 +168,11 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             add(
                 "database_ca",
                 1,
-                if ca.is_some() || local { Status::Pass } else { Status::Warn },
+                if ca.is_some() || local {
+                    Status::Pass
+                } else {
+                    Status::Warn
+                },
                 match ca {
                     Some(path) => format!("only the CA in {path} is trusted for PostgreSQL"),
                     None if local => "loopback database".into(),
@@ -195,7 +214,10 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
                     "database_tls_in_use",
                     2,
                     if tls { Status::Pass } else { weak },
-                    format!("the server reports this connection {}", if tls { "encrypted" } else { "unencrypted" }),
+                    format!(
+                        "the server reports this connection {}",
+                        if tls { "encrypted" } else { "unencrypted" }
+                    ),
                     "pg_stat_ssl tells what the server actually negotiated",
                     "enable ssl on the server and use sslmode=verify-full",
                 );
@@ -205,7 +227,11 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
                 add(
                     "database_pool_fits",
                     2,
-                    if pool <= usable { Status::Pass } else { Status::Fail },
+                    if pool <= usable {
+                        Status::Pass
+                    } else {
+                        Status::Fail
+                    },
                     format!("pool of {pool} connections; the server allows {usable}"),
                     "a pool larger than the server allows fails under load instead of queueing",
                     "lower CASTELLAN_DB_MAX_CONNECTIONS (nodes x pool size <= max_connections - superuser_reserved_connections)",
@@ -215,11 +241,16 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
                 add(
                     "database_role",
                     2,
-                    if superuser || owner { Status::Fail } else { Status::Pass },
+                    if superuser || owner {
+                        Status::Fail
+                    } else {
+                        Status::Pass
+                    },
                     if superuser {
                         "castellan's database role is a superuser".into()
                     } else if owner {
-                        "castellan's database role owns its tables (it could alter or drop them)".into()
+                        "castellan's database role owns its tables (it could alter or drop them)"
+                            .into()
                     } else {
                         "castellan's database role holds data privileges only".into()
                     },
@@ -231,7 +262,11 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
                 add(
                     "database_password_encryption",
                     1,
-                    if method == "scram-sha-256" { Status::Pass } else { Status::Fail },
+                    if method == "scram-sha-256" {
+                        Status::Pass
+                    } else {
+                        Status::Fail
+                    },
                     format!("password_encryption is {method}"),
                     "MD5 password authentication is broken; SCRAM-SHA-256 is the approved method",
                     "set password_encryption = scram-sha-256 on the server, reset the role's password, use scram-sha-256 in pg_hba.conf",
@@ -241,7 +276,11 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
         add(
             "migrations",
             2,
-            if db.pending_migrations.is_empty() { Status::Pass } else { Status::Fail },
+            if db.pending_migrations.is_empty() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
             if db.pending_migrations.is_empty() {
                 "the database schema is current".into()
             } else {
@@ -289,11 +328,22 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             add(
                 "secret_key",
                 3,
-                if random_looking { Status::Pass } else { Status::Fail },
                 if random_looking {
-                    format!("secret key of {} bytes from the environment or a file", bytes.len())
+                    Status::Pass
                 } else {
-                    format!("the secret key ({} bytes, {} distinct values) does not look random", bytes.len(), distinct.len())
+                    Status::Fail
+                },
+                if random_looking {
+                    format!(
+                        "secret key of {} bytes from the environment or a file",
+                        bytes.len()
+                    )
+                } else {
+                    format!(
+                        "the secret key ({} bytes, {} distinct values) does not look random",
+                        bytes.len(),
+                        distinct.len()
+                    )
                 },
                 "it keys every token hash and encrypts TOTP secrets",
                 "set CASTELLAN_SECRET_KEY_FILE to a file holding `openssl rand -base64 32`",
@@ -303,7 +353,8 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             "secret_key",
             3,
             weak,
-            "no secret key configured: the generated development key in the data directory is used".into(),
+            "no secret key configured: the generated development key in the data directory is used"
+                .into(),
             "it keys every token hash and encrypts TOTP secrets; a key generated on one machine is not backed up or shared by other nodes",
             "set CASTELLAN_SECRET_KEY_FILE to a file holding `openssl rand -base64 32`",
         ),
@@ -311,23 +362,33 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
     add(
         "audit_key",
         1,
-        if config.audit_key.is_some() { Status::Pass } else { Status::Warn },
+        if config.audit_key.is_some() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
         if config.audit_key.is_some() {
             "audit events carry an HMAC under a key the database does not hold".into()
         } else {
-            "no audit key: someone with database access can rewrite the whole chain undetected".into()
+            "no audit key: someone with database access can rewrite the whole chain undetected"
+                .into()
         },
         "the HMAC makes the audit chain tamper-evident against the database's own administrators",
         "set CASTELLAN_AUDIT_KEY_FILE to a file holding `openssl rand -base64 32` (keep it outside the database)",
     );
     let a = config.argon2;
     let argon_ok = a.parallelism >= 1
-        && ARGON2_MINIMUMS.iter().any(|(m, t)| a.memory_kib >= *m && a.iterations >= *t);
+        && ARGON2_MINIMUMS
+            .iter()
+            .any(|(m, t)| a.memory_kib >= *m && a.iterations >= *t);
     add(
         "argon2",
         2,
         if argon_ok { Status::Pass } else { Status::Fail },
-        format!("Argon2id m={} KiB, t={}, p={}", a.memory_kib, a.iterations, a.parallelism),
+        format!(
+            "Argon2id m={} KiB, t={}, p={}",
+            a.memory_kib, a.iterations, a.parallelism
+        ),
         "below OWASP's minimum, stolen password hashes are cheap to crack",
         "set argon2_memory_kib = 19456 and argon2_iterations = 2 (or stronger)",
     );
@@ -345,7 +406,15 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             weak
         },
         if proxies_named {
-            format!("TLS is terminated by {} trusted prox{}", config.trusted_proxies.len(), if config.trusted_proxies.len() == 1 { "y" } else { "ies" })
+            format!(
+                "TLS is terminated by {} trusted prox{}",
+                config.trusted_proxies.len(),
+                if config.trusted_proxies.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                }
+            )
         } else if config.behind_tls_proxy {
             "behind_tls_proxy is set but no trusted proxy is named: every client shares the proxy's address".into()
         } else {
@@ -364,15 +433,27 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
         "set CASTELLAN_PUBLIC_BASE_URL to the https:// origin users see",
     );
     let admin = match &config.admin_token {
-        None => (Status::Pass, "no admin token: the admin listener is off".to_string()),
+        None => (
+            Status::Pass,
+            "no admin token: the admin listener is off".to_string(),
+        ),
         Some(token) => {
             let token = secrecy::ExposeSecret::expose_secret(token);
             if token.len() < 32 {
-                (Status::Fail, "the admin token is shorter than 32 characters".to_string())
+                (
+                    Status::Fail,
+                    "the admin token is shorter than 32 characters".to_string(),
+                )
             } else if config.admin_listen.ip().is_loopback() {
-                (Status::Pass, format!("admin listener on loopback {}", config.admin_listen))
+                (
+                    Status::Pass,
+                    format!("admin listener on loopback {}", config.admin_listen),
+                )
             } else {
-                (Status::Warn, format!("admin listener on {} beyond loopback", config.admin_listen))
+                (
+                    Status::Warn,
+                    format!("admin listener on {} beyond loopback", config.admin_listen),
+                )
             }
         }
     };
@@ -387,8 +468,10 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
 
     // -- sessions, mail, logs
     let s = &config.session;
-    let rev3 = s.idle_timeout <= Duration::from_secs(30 * 60) && s.lifetime <= Duration::from_secs(12 * 3600);
-    let rev4 = s.idle_timeout <= Duration::from_secs(3600) && s.lifetime <= Duration::from_secs(24 * 3600);
+    let rev3 = s.idle_timeout <= Duration::from_secs(30 * 60)
+        && s.lifetime <= Duration::from_secs(12 * 3600);
+    let rev4 =
+        s.idle_timeout <= Duration::from_secs(3600) && s.lifetime <= Duration::from_secs(24 * 3600);
     add(
         "session_timeouts",
         2,
@@ -411,10 +494,14 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
         (MailTransport::Smtp, SmtpTls::StartTls | SmtpTls::Implicit) => {
             (Status::Pass, "mail goes over SMTP with TLS".to_string())
         }
-        (MailTransport::Smtp, SmtpTls::None) => {
-            (Status::Warn, "SMTP without TLS to a loopback relay".to_string())
-        }
-        (MailTransport::File, _) => (weak, "mail is written to files: nobody receives reset links".to_string()),
+        (MailTransport::Smtp, SmtpTls::None) => (
+            Status::Warn,
+            "SMTP without TLS to a loopback relay".to_string(),
+        ),
+        (MailTransport::File, _) => (
+            weak,
+            "mail is written to files: nobody receives reset links".to_string(),
+        ),
     };
     add(
         "mail",
@@ -427,8 +514,19 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
     add(
         "log_format",
         1,
-        if config.log_format == LogFormat::Json { Status::Pass } else { weak },
-        format!("logs are {}", if config.log_format == LogFormat::Json { "JSON lines" } else { "pretty text" }),
+        if config.log_format == LogFormat::Json {
+            Status::Pass
+        } else {
+            weak
+        },
+        format!(
+            "logs are {}",
+            if config.log_format == LogFormat::Json {
+                "JSON lines"
+            } else {
+                "pretty text"
+            }
+        ),
         "a log collector parses JSON reliably; pretty text is for people at a terminal",
         "set CASTELLAN_LOG_FORMAT=json",
     );
@@ -436,7 +534,13 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
     add(
         "log_shipping",
         1,
-        if !shipping.is_empty() { Status::Pass } else if production { Status::Warn } else { Status::Pass },
+        if !shipping.is_empty() {
+            Status::Pass
+        } else if production {
+            Status::Warn
+        } else {
+            Status::Pass
+        },
         if shipping.is_empty() {
             "no log shipping declared".into()
         } else {
@@ -448,7 +552,11 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
     add(
         "require_mfa",
         1,
-        if config.require_mfa { Status::Pass } else { Status::Warn },
+        if config.require_mfa {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
         format!("require_mfa is {}", config.require_mfa),
         "NIST AAL2 needs a second factor for every account",
         "set CASTELLAN_REQUIRE_MFA=true",
@@ -472,8 +580,16 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
     add(
         "process_user",
         2,
-        if context.running_as_root { weak } else { Status::Pass },
-        if context.running_as_root { "running as root".into() } else { "not running as root".into() },
+        if context.running_as_root {
+            weak
+        } else {
+            Status::Pass
+        },
+        if context.running_as_root {
+            "running as root".into()
+        } else {
+            "not running as root".into()
+        },
         "a service running as root turns any flaw into control of the machine",
         "run castellan as its own user (deploy/systemd/castellan.service does)",
     );
@@ -487,7 +603,11 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             Status::Fail => 0,
         })
         .sum();
-    let score = if total == 0 { 0 } else { (earned * 100 + total / 2) / total };
+    let score = if total == 0 {
+        0
+    } else {
+        (earned * 100 + total / 2) / total
+    };
     Report {
         score,
         profile: if production { "production" } else { "dev" },
@@ -515,7 +635,9 @@ fn url_host(url: &str) -> Option<String> {
     } else {
         host_port.split(':').next()?.to_string()
     };
-    if host.is_empty() || url_param(url, "host").is_some_and(|h| h.starts_with('/') || h.starts_with("%2F")) {
+    if host.is_empty()
+        || url_param(url, "host").is_some_and(|h| h.starts_with('/') || h.starts_with("%2F"))
+    {
         None
     } else {
         Some(host)
@@ -532,11 +654,21 @@ mod tests {
         assert_eq!(url_param(url, "sslmode"), Some("require"));
         assert_eq!(url_param(url, "sslrootcert"), Some("/ca.pem"));
         assert_eq!(url_host(url).as_deref(), Some("db.example.com"));
-        assert_eq!(crate::config::database_url_credentials(url), ("app".into(), "s@cret".into()));
-        assert!(crate::config::has_well_known_credentials("postgres://postgres:postgres@db/x"));
-        assert!(crate::config::has_well_known_credentials("postgres://app:app@db/x"));
+        assert_eq!(
+            crate::config::database_url_credentials(url),
+            ("app".into(), "s@cret".into())
+        );
+        assert!(crate::config::has_well_known_credentials(
+            "postgres://postgres:postgres@db/x"
+        ));
+        assert!(crate::config::has_well_known_credentials(
+            "postgres://app:app@db/x"
+        ));
         assert!(!crate::config::has_well_known_credentials(url));
-        assert_eq!(url_host("postgres://u@[::1]:5432/x").as_deref(), Some("::1"));
+        assert_eq!(
+            url_host("postgres://u@[::1]:5432/x").as_deref(),
+            Some("::1")
+        );
         assert_eq!(url_host("postgres:///castellan?host=/run/postgresql"), None);
     }
 

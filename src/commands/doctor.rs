@@ -45,7 +45,10 @@ pub async fn run(config: Config, context: Context, args: DoctorArgs) -> anyhow::
     cli_output::doctor_report(&report, args.json())?;
     let minimum = args.min_score.unwrap_or(config.doctor_min_score);
     if report.score < minimum {
-        bail!("hardening score {} is below the minimum {minimum}", report.score);
+        bail!(
+            "hardening score {} is below the minimum {minimum}",
+            report.score
+        );
     }
     Ok(())
 }

@@ -37,15 +37,18 @@ pub async fn inspect(config: &Config) -> anyhow::Result<Inspection> {
 }
 
 fn inspect_sqlite(path: &Path) -> anyhow::Result<Inspection> {
-    let known = super::sqlite::MIGRATIONS.iter().map(|(name, _)| name.to_string());
+    let known = super::sqlite::MIGRATIONS
+        .iter()
+        .map(|(name, _)| name.to_string());
     if !path.exists() {
         return Ok(Inspection {
             pending_migrations: known.collect(),
             ..Inspection::default()
         });
     }
-    let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let conn =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .with_context(|| format!("cannot open {}", path.display()))?;
     let has_table: Option<String> = conn
         .query_row(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'castellan_migrations'",
@@ -99,22 +102,7 @@ async fn inspect_postgres(url: &SecretString) -> anyhow::Result<Inspection> {
     let encryption: String = sqlx::query_scalar("SELECT current_setting('password_encryption')")
         .fetch_one(&mut conn)
         .await?;
-    let has_table: bool =
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&mut conn)
-            .await?;
-    let applied: Vec<i64> = if has_table {
-        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-            .fetch_all(&mut conn)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let pending = sqlx::migrate!("./migrations/postgres")
-        .iter()
-        .filter(|m| !applied.contains(&m.version))
-        .map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_")))
-        .collect();
+    let pending = pending_postgres_migrations(&mut conn).await?;
     conn.close().await.ok();
     Ok(Inspection {
         pending_migrations: pending,
@@ -124,4 +112,27 @@ async fn inspect_postgres(url: &SecretString) -> anyhow::Result<Inspection> {
         role_owns_tables: Some(owns),
         password_encryption: Some(encryption),
     })
+}
+
+/// The migrations embedded in this binary that the PostgreSQL database has
+/// not applied, as `NNNN_description`. Reading needs no privilege beyond
+/// SELECT, so a role limited to data can check that the schema is current.
+pub(crate) async fn pending_postgres_migrations(
+    conn: &mut sqlx::PgConnection,
+) -> anyhow::Result<Vec<String>> {
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut *conn)
+        .await?;
+    let applied: Vec<i64> = if has_table {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(&mut *conn)
+            .await?
+    } else {
+        Vec::new()
+    };
+    Ok(sqlx::migrate!("./migrations/postgres")
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{:04}_{}", m.version, m.description.replace(' ', "_")))
+        .collect())
 }

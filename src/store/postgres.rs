@@ -88,10 +88,18 @@ impl PgStore {
             }
         }
         check_pool_fits(&pool, max).await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .context("PostgreSQL migrations failed")?;
+        // A current schema needs no migration run, so the service can use a
+        // role that may only read and write data (migrations then run as the
+        // schema owner with `castellan migrate`).
+        let mut conn = pool.acquire().await.context("cannot reach PostgreSQL")?;
+        let pending = super::diagnostics::pending_postgres_migrations(&mut conn).await?;
+        drop(conn);
+        if !pending.is_empty() {
+            sqlx::migrate!("./migrations/postgres")
+                .run(&pool)
+                .await
+                .context("PostgreSQL migrations failed")?;
+        }
         let sealer = super::audit_sealer(config);
         let (appender, queue) = mpsc::channel(1024);
         tokio::spawn(run_appender(pool.clone(), sealer.clone(), queue));

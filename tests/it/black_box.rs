@@ -78,6 +78,7 @@ fn help_and_version_work_for_every_command() {
         &["admin", "--help"],
         &["admin", "lock", "--help"],
         &["admin", "revoke-all-sessions", "--help"],
+        &["doctor", "--help"],
     ] {
         let out = run(castellan(dir.path()).args(args));
         assert!(out.status.success(), "{args:?}");
@@ -86,6 +87,11 @@ fn help_and_version_work_for_every_command() {
             "{args:?}"
         );
     }
+    let help = run(castellan(dir.path()).arg("--help"));
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("doctor"),
+        "doctor is listed in --help"
+    );
     let out = run(castellan(dir.path()).arg("frobnicate"));
     assert!(!out.status.success());
 }

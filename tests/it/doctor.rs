@@ -44,8 +44,14 @@ fn a_weak_production_deployment_scores_low_and_names_every_fix() {
     let dir = tempfile::tempdir().unwrap();
     let env = [
         ("CASTELLAN_PROFILE", "production".to_string()),
-        ("CASTELLAN_DATA_DIR", dir.path().join("data").display().to_string()),
-        ("CASTELLAN_PUBLIC_BASE_URL", "http://auth.example.com".into()),
+        (
+            "CASTELLAN_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
+        (
+            "CASTELLAN_PUBLIC_BASE_URL",
+            "http://auth.example.com".into(),
+        ),
         ("CASTELLAN_ARGON2_MEMORY_KIB", "8192".into()),
         ("CASTELLAN_ARGON2_ITERATIONS", "1".into()),
         ("CASTELLAN_SESSION_IDLE_TIMEOUT", "2h".into()),
@@ -87,7 +93,13 @@ fn a_weak_production_deployment_scores_low_and_names_every_fix() {
         ("mail", "CASTELLAN_SMTP_HOST"),
         ("log_shipping", "CASTELLAN_LOG_SHIPPING"),
     ] {
-        assert!(check(&report, id)["fix"].as_str().unwrap().contains(setting), "{id}");
+        assert!(
+            check(&report, id)["fix"]
+                .as_str()
+                .unwrap()
+                .contains(setting),
+            "{id}"
+        );
     }
     // Doctor looks without touching: no database was created.
     assert!(!dir.path().join("data/castellan.db").exists());
@@ -96,15 +108,29 @@ fn a_weak_production_deployment_scores_low_and_names_every_fix() {
     // credentials, and doctor says so.
     let defaults = [
         ("CASTELLAN_PROFILE", "production".to_string()),
-        ("CASTELLAN_DATABASE_URL", "postgres://postgres:postgres@127.0.0.1:1/castellan?sslmode=disable".into()),
+        (
+            "CASTELLAN_DATABASE_URL",
+            "postgres://postgres:postgres@127.0.0.1:1/castellan?sslmode=disable".into(),
+        ),
         ("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.into()),
     ];
-    let out = run(castellan(dir.path()).arg("serve").envs(defaults.iter().map(|(k, v)| (*k, v))));
+    let out = run(castellan(dir.path())
+        .arg("serve")
+        .envs(defaults.iter().map(|(k, v)| (*k, v))));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("well-known"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("well-known"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (_, report) = doctor(dir.path(), &defaults, &["--min-score", "0"]);
     assert_eq!(check(&report, "database_credentials")["status"], "fail");
-    assert!(check(&report, "production_profile")["summary"].as_str().unwrap().contains("database_url"));
+    assert!(
+        check(&report, "production_profile")["summary"]
+            .as_str()
+            .unwrap()
+            .contains("database_url")
+    );
 }
 
 /// `castellan doctor` run as an unprivileged user when the tests run as
@@ -114,7 +140,9 @@ fn doctor_unprivileged(env: &[(&str, String)], extra: &[&str]) -> (Output, Value
     let mut cmd = castellan(std::path::Path::new("/"));
     if is_root() && !user.is_empty() {
         let inner = std::mem::replace(&mut cmd, Command::new("runuser"));
-        cmd.args(["-u", &user, "--"]).arg(inner.get_program()).current_dir("/");
+        cmd.args(["-u", &user, "--"])
+            .arg(inner.get_program())
+            .current_dir("/");
         for (k, v) in inner.get_envs() {
             if v.is_none() {
                 cmd.env_remove(k);
@@ -125,9 +153,24 @@ fn doctor_unprivileged(env: &[(&str, String)], extra: &[&str]) -> (Output, Value
     cmd.envs(env.iter().map(|(k, v)| (*k, v)));
     let out = run(&mut cmd);
     let report = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!("{e}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out, report)
+}
+
+/// 32 random bytes, base64: a production-grade key for the test.
+fn random_key() -> String {
+    use base64::Engine;
+    let bytes = [
+        *uuid::Uuid::new_v4().as_bytes(),
+        *uuid::Uuid::new_v4().as_bytes(),
+    ]
+    .concat();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn is_root() -> bool {
@@ -140,31 +183,46 @@ async fn a_hardened_deployment_on_postgresql_over_tls_scores_100() {
     let cluster = PgCluster::start_new(ClusterOptions::tls());
     // The schema belongs to an owner role; the service runs as a role with
     // data privileges only.
-    cluster
-        .exec(
-            "CREATE ROLE castellan_owner LOGIN PASSWORD 'owner-9f2c1d7e4b'; \
-             CREATE ROLE castellan_app LOGIN PASSWORD 'app-3a8e6c0f5d71'; \
-             CREATE DATABASE castellan OWNER castellan_owner;",
-        )
-        .await;
+    for statement in [
+        "CREATE ROLE castellan_owner LOGIN PASSWORD 'owner-9f2c1d7e4b'",
+        "CREATE ROLE castellan_app LOGIN PASSWORD 'app-3a8e6c0f5d71'",
+        "CREATE DATABASE castellan OWNER castellan_owner",
+    ] {
+        cluster.exec(statement).await;
+    }
     let ca = cluster.ca_file().display().to_string();
     let params = format!("sslmode=verify-full&sslrootcert={ca}");
-    let owner_url = cluster
-        .url("castellan", &params)
-        .replacen(&format!("pgadmin:{}", cluster.password()), "castellan_owner:owner-9f2c1d7e4b", 1);
-    let app_url = owner_url.replacen("castellan_owner:owner-9f2c1d7e4b", "castellan_app:app-3a8e6c0f5d71", 1);
+    let owner_url = cluster.url("castellan", &params).replacen(
+        &format!("pgadmin:{}", cluster.password()),
+        "castellan_owner:owner-9f2c1d7e4b",
+        1,
+    );
+    let app_url = owner_url.replacen(
+        "castellan_owner:owner-9f2c1d7e4b",
+        "castellan_app:app-3a8e6c0f5d71",
+        1,
+    );
     let dir = tempfile::tempdir().unwrap();
+    let key = random_key();
     let base = |url: &str| -> Vec<(&'static str, String)> {
         vec![
             ("CASTELLAN_DATABASE_URL", url.to_string()),
-            ("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.into()),
+            ("CASTELLAN_SECRET_KEY", key.clone()),
         ]
     };
-    let migrate = run(castellan(dir.path()).arg("migrate").envs(base(&owner_url).iter().map(|(k, v)| (*k, v))));
-    assert!(migrate.status.success(), "{}", String::from_utf8_lossy(&migrate.stderr));
+    let migrate = run(castellan(dir.path())
+        .arg("migrate")
+        .envs(base(&owner_url).iter().map(|(k, v)| (*k, v))));
+    assert!(
+        migrate.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrate.stderr)
+    );
     // pg_cluster's exec runs in the postgres database; grant in castellan's.
     let admin_url = cluster.url_for("127.0.0.1", "castellan", "sslmode=disable");
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url).await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
     sqlx::raw_sql(
         "GRANT USAGE ON SCHEMA public TO castellan_app; \
          GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO castellan_app; \
@@ -177,22 +235,38 @@ async fn a_hardened_deployment_on_postgresql_over_tls_scores_100() {
     let mut env = base(&app_url);
     env.extend([
         ("CASTELLAN_PROFILE", "production".to_string()),
-        ("CASTELLAN_AUDIT_KEY", "YXVkaXQta2V5LWZvci10aGUtZG9jdG9yLXRlc3QtMDEyMzQ1Njc4OQ==".into()),
+        (
+            "CASTELLAN_AUDIT_KEY",
+            "YXVkaXQta2V5LWZvci10aGUtZG9jdG9yLXRlc3QtMDEyMzQ1Njc4OQ==".into(),
+        ),
         ("CASTELLAN_BEHIND_TLS_PROXY", "true".into()),
         ("CASTELLAN_TRUSTED_PROXIES", "10.0.0.0/8".into()),
-        ("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com".into()),
+        (
+            "CASTELLAN_PUBLIC_BASE_URL",
+            "https://auth.example.com".into(),
+        ),
         ("CASTELLAN_MAIL_TRANSPORT", "smtp".into()),
         ("CASTELLAN_SMTP_HOST", "smtp.example.com".into()),
         ("CASTELLAN_REQUIRE_MFA", "true".into()),
         ("CASTELLAN_LOG_SHIPPING", "journald to the SIEM".into()),
     ]);
     let (out, report) = doctor_unprivileged(&env, &["--min-score", "100"]);
-    let not_passing: Vec<&Value> = report["checks"].as_array().unwrap().iter().filter(|c| c["status"] != "pass").collect();
+    let not_passing: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "pass")
+        .collect();
     assert!(not_passing.is_empty(), "{not_passing:#?}");
     assert_eq!(report["score"], 100);
     assert!(out.status.success());
     assert_eq!(check(&report, "database_role")["status"], "pass");
-    assert!(check(&report, "database_ca")["summary"].as_str().unwrap().contains(&ca));
+    assert!(
+        check(&report, "database_ca")["summary"]
+            .as_str()
+            .unwrap()
+            .contains(&ca)
+    );
 
     // The same database seen through the owner role fails the role check;
     // through the superuser it fails too.
@@ -212,40 +286,73 @@ async fn a_hardened_deployment_on_postgresql_over_tls_scores_100() {
 async fn pending_migrations_and_a_broken_audit_chain_are_reported() {
     let dir = tempfile::tempdir().unwrap();
     let env = [
-        ("CASTELLAN_DATA_DIR", dir.path().join("data").display().to_string()),
+        (
+            "CASTELLAN_DATA_DIR",
+            dir.path().join("data").display().to_string(),
+        ),
         ("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.to_string()),
     ];
     // Nothing migrated yet: every migration is pending.
     let (_, report) = doctor(dir.path(), &env, &["--min-score", "0"]);
     let migrations = check(&report, "migrations");
     assert_eq!(migrations["status"], "fail");
-    assert!(migrations["summary"].as_str().unwrap().contains("0001_init"), "{migrations:#}");
+    assert!(
+        migrations["summary"]
+            .as_str()
+            .unwrap()
+            .contains("0001_init"),
+        "{migrations:#}"
+    );
     assert_eq!(check(&report, "audit_chain")["status"], "warn");
 
     // Migrated, with a few chained events (admin actions record them).
-    let out = run(castellan(dir.path()).arg("migrate").envs(env.iter().map(|(k, v)| (*k, v))));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(castellan(dir.path())
+        .arg("migrate")
+        .envs(env.iter().map(|(k, v)| (*k, v))));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for _ in 0..3 {
-        let out = run(castellan(dir.path()).args(["admin", "revoke-all-sessions", "--yes"]).envs(env.iter().map(|(k, v)| (*k, v))));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = run(castellan(dir.path())
+            .args(["admin", "revoke-all-sessions", "--yes"])
+            .envs(env.iter().map(|(k, v)| (*k, v))));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let (_, report) = doctor(dir.path(), &env, &["--min-score", "0"]);
     assert_eq!(check(&report, "migrations")["status"], "pass");
     let chain = check(&report, "audit_chain");
     assert_eq!(chain["status"], "pass", "{chain:#}");
-    assert!(chain["summary"].as_str().unwrap().contains("3 events"), "{chain:#}");
+    assert!(
+        chain["summary"].as_str().unwrap().contains("3 events"),
+        "{chain:#}"
+    );
 
     // Someone edits an event in the database.
     let conn = rusqlite::Connection::open(dir.path().join("data/castellan.db")).unwrap();
-    conn.execute("UPDATE security_events SET ip = '203.0.113.7' WHERE seq = 2", []).unwrap();
+    conn.execute(
+        "UPDATE security_events SET ip = '203.0.113.7' WHERE seq = 2",
+        [],
+    )
+    .unwrap();
     drop(conn);
     let (out, report) = doctor(dir.path(), &env, &[]);
     let chain = check(&report, "audit_chain");
     assert_eq!(chain["status"], "fail", "{chain:#}");
-    assert!(chain["summary"].as_str().unwrap().contains("event 2"), "{chain:#}");
+    assert!(
+        chain["summary"].as_str().unwrap().contains("event 2"),
+        "{chain:#}"
+    );
     assert!(chain["fix"].as_str().unwrap().contains("audit verify"));
     // The text report carries the same verdicts.
-    let text = run(castellan(dir.path()).args(["doctor", "--min-score", "0"]).envs(env.iter().map(|(k, v)| (*k, v))));
+    let text = run(castellan(dir.path())
+        .args(["doctor", "--min-score", "0"])
+        .envs(env.iter().map(|(k, v)| (*k, v))));
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(text.starts_with("castellan doctor: "), "{text}");
     assert!(text.contains("FAIL  audit_chain"), "{text}");

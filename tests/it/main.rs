@@ -22,6 +22,7 @@ mod lifecycle;
 mod mail_smtp;
 mod mfa;
 mod pg_tls;
+mod production;
 mod security_docs;
 mod session_security;
 mod sessions;
