@@ -15,7 +15,7 @@ use crate::cli::DoctorArgs;
 use crate::cli_output;
 use crate::config::{Config, ConfigError};
 use crate::doctor::{Context, DatabaseFindings, examine};
-use crate::{audit, store};
+use crate::{app, audit, store};
 
 /// Loads the configuration for doctor: as `serve` would, or, when only the
 /// production rules refuse it, as the dev profile with those refusals kept.
@@ -54,7 +54,7 @@ pub async fn run(config: Config, context: Context, args: DoctorArgs) -> anyhow::
 }
 
 async fn look_at_the_database(config: &Config) -> DatabaseFindings {
-    let inspection = match store::diagnostics::inspect(config).await {
+    let inspection = match store::diagnostics::inspect(&app::store_options(config)).await {
         Ok(i) => i,
         Err(e) => {
             return DatabaseFindings {
@@ -83,8 +83,10 @@ async fn look_at_the_database(config: &Config) -> DatabaseFindings {
 /// `audit verify` on the configured database (its schema is current, so
 /// opening the store migrates nothing).
 async fn verify_chain(config: &Config) -> Result<u64, String> {
-    let db = store::open(config).await.map_err(|e| format!("{e:#}"))?;
-    match audit::chain::verify(&*db, store::audit_sealer(config)).await {
+    let db = store::open(&app::store_options(config))
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    match audit::chain::verify(&*db, app::audit_sealer(config)).await {
         Ok(Ok(report)) => Ok(report.events),
         Ok(Err(broken)) => Err(broken.to_string()),
         Err(e) => Err(format!("cannot read the chain: {e}")),

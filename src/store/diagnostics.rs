@@ -10,7 +10,7 @@ use rusqlite::OptionalExtension;
 use secrecy::SecretString;
 use sqlx::{ConnectOptions, Connection};
 
-use crate::config::{Config, DatabaseConfig};
+use super::{Backend, StoreOptions};
 
 /// What the database told us; `None` where the backend has no such notion.
 #[derive(Debug, Clone, Default)]
@@ -24,15 +24,15 @@ pub struct Inspection {
 }
 
 /// Looks at the configured database without changing it.
-pub async fn inspect(config: &Config) -> anyhow::Result<Inspection> {
-    match &config.database {
-        DatabaseConfig::Sqlite { path } => {
+pub async fn inspect(options: &StoreOptions) -> anyhow::Result<Inspection> {
+    match &options.backend {
+        Backend::Sqlite { path } => {
             let path = path.clone();
             tokio::task::spawn_blocking(move || inspect_sqlite(&path))
                 .await
                 .context("the SQLite inspection stopped")?
         }
-        DatabaseConfig::Postgres { url } => inspect_postgres(url).await,
+        Backend::Postgres { url } => inspect_postgres(url).await,
     }
 }
 

@@ -446,7 +446,7 @@ fn every_secret_is_classified_and_retention_matches_the_defaults() {
     }
     assert!(doc.contains(&format!(
         "cut to {} characters",
-        castellan::store::USER_AGENT_MAX
+        castellan::audit::USER_AGENT_MAX
     )));
 }
 
