@@ -42,6 +42,7 @@ fn main() -> ExitCode {
             Command::Migrate => commands::migrate::run(config).await,
             Command::Audit(command) => commands::audit::run(config, command).await,
             Command::Admin(command) => commands::admin::run(config, command).await,
+            Command::Health => commands::health::run(config).await,
         }
     });
     match result {

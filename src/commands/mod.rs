@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod audit;
+pub mod health;
 pub mod migrate;
 pub mod serve;
