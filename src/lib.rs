@@ -2,7 +2,7 @@
 //!
 //! Map of the crate (see docs/architecture.md for the reasoning):
 //! - [`cli`], [`cli_output`]: the command line and the only code that prints.
-//! - [`commands`]: one function per subcommand (`serve`, `migrate`).
+//! - [`commands`]: one function per subcommand (`serve`, `migrate`, `health`, ...).
 //! - [`config`]: every setting, loaded once (defaults, TOML, environment) and validated.
 //! - [`app`]: wires storage, hashing and HTTP together and runs the listeners.
 //! - [`telemetry`]: structured logging through `tracing`.
