@@ -133,3 +133,19 @@ def test_a_real_prometheus_evaluates_every_query_and_loads_the_rules(served):
         assert all(r["health"] == "ok" for r in rules), [r for r in rules if r["health"] != "ok"]
     finally:
         prom.stop()
+
+
+def test_on_postgresql_the_pool_panels_match_the_exported_series(served_pg):
+    c, _ = served_pg
+    scraped = harness.scraped_metrics(c.metrics())
+    pool = {n for n in NOT_ON_SQLITE if n.startswith("castellan_db_pool_") and not n.endswith("_total")}
+    assert pool <= set(scraped), f"PostgreSQL does not export {sorted(pool - set(scraped))}"
+    exprs = [(t, e) for t, e in harness.dashboard_exprs() + harness.rule_exprs()
+             if "castellan_db_pool_" in e]
+    assert exprs
+    names = known(scraped)
+    names.update(harness.PROMETHEUS_SERIES)
+    problems = harness.unknown_references(exprs, names)
+    assert not problems, "\n".join(problems)
+    pool_max = [line for line in c.metrics().splitlines() if line.startswith("castellan_db_pool_max_connections ")]
+    assert pool_max and float(pool_max[0].split()[1]) >= 1
