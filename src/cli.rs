@@ -38,6 +38,9 @@ pub enum Command {
     /// (the same actions as the admin API, recorded the same way)
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Ask the local service's /health/live (the `listen` setting); exit 0
+    /// when it answers 200, 1 otherwise (for container health checks)
+    Health,
 }
 
 #[derive(Debug, clap::Args)]

@@ -3,7 +3,7 @@
 //! Map of the crate (see docs/architecture.md for the file map and the
 //! layer rules that `tests/it/layers.rs` checks):
 //! - [`cli`], [`cli_output`]: the command line and the only code that prints.
-//! - [`commands`]: one function per subcommand (`serve`, `migrate`, `admin`, `audit`).
+//! - [`commands`]: one function per subcommand (`serve`, `migrate`, `admin`, `audit`, `health`).
 //! - [`config`]: every setting, loaded once (defaults, TOML, environment) and validated.
 //! - [`app`]: wires storage, hashing, mail and HTTP together and runs the listeners.
 //! - [`telemetry`]: structured logging through `tracing`.

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Doctor(args) => {
                 commands::doctor::run(config, doctor_context.unwrap_or_default(), args).await
             }
+            Command::Health => commands::health::run(config).await,
         }
     });
     match result {

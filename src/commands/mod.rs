@@ -3,5 +3,6 @@
 pub mod admin;
 pub mod audit;
 pub mod doctor;
+pub mod health;
 pub mod migrate;
 pub mod serve;
