@@ -82,6 +82,11 @@ pub const SETTINGS: &[Setting] = &[
         "admin_token",
         "admin bearer token (at least 32 bytes); unset means no admin listener",
     ),
+    s(
+        "admin_token_backoff_after",
+        "5",
+        "consecutive wrong admin tokens from one address before exponential back-off (capped by login_backoff_max)",
+    ),
     secret(
         "secret_key",
         "base64 of at least 32 random bytes for keyed hashes and encryption",
@@ -197,6 +202,11 @@ pub const SETTINGS: &[Setting] = &[
         "consecutive failures after which a factor is disabled until reset",
     ),
     s(
+        "ipv6_limit_prefix",
+        "64",
+        "IPv6 clients share per-address limits by this prefix length (32 to 128)",
+    ),
+    s(
         "password_min_length",
         "15",
         "minimum password length in characters (never below 8)",
@@ -296,7 +306,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "trusted_proxies",
         "",
-        "comma-separated CIDRs whose X-Forwarded-For is believed",
+        "comma-separated CIDRs whose forwarding header is believed",
+    ),
+    s(
+        "forwarded_header",
+        "x-forwarded-for",
+        "the header trusted proxies report the client in: `x-forwarded-for` or `forwarded` (RFC 7239)",
     ),
     s(
         "behind_tls_proxy",
@@ -345,6 +360,13 @@ pub const SETTINGS: &[Setting] = &[
 pub enum Profile {
     Dev,
     Production,
+}
+
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -455,6 +477,10 @@ pub struct Limits {
     pub backoff_max: Duration,
     pub account_failures_per_hour: u64,
     pub factor_hard_stop: u64,
+    /// Wrong admin tokens in a row from one address before back-off.
+    pub admin_token_backoff_after: u64,
+    /// IPv6 addresses are counted by this prefix (one /64 is one client).
+    pub ipv6_prefix: u8,
 }
 
 /// The validated, immutable configuration.
@@ -499,6 +525,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub trusted_proxies: Vec<IpNet>,
+    pub forwarded_header: ForwardedHeader,
     pub behind_tls_proxy: bool,
     /// Production override for a PostgreSQL TLS mode weaker than verify-full.
     pub database_allow_unverified_tls: bool,
@@ -695,6 +722,9 @@ impl Config {
         let account_failures_per_hour =
             p.parse("account_failures_per_hour", |v| parse_int_in(v, 1, 100_000));
         let factor_hard_stop = p.parse("factor_hard_stop", |v| parse_int_in(v, 1, 100));
+        let admin_token_backoff_after =
+            p.parse("admin_token_backoff_after", |v| parse_int_in(v, 1, 1000));
+        let ipv6_prefix = p.parse("ipv6_limit_prefix", |v| parse_int_in(v, 32, 128));
         let password_min_length = p.parse("password_min_length", |v| parse_int_in(v, 8, 64));
         let password_max_length = p.parse("password_max_length", |v| parse_int_in(v, 64, 4096));
         let memory_kib = p.parse("argon2_memory_kib", |v| {
@@ -770,6 +800,11 @@ impl Config {
                 .map_err(|e| format!("is not a valid tracing filter ({e})"))
         });
         let trusted_proxies = p.parse("trusted_proxies", parse_cidrs);
+        let forwarded_header = p.parse("forwarded_header", |v| match v {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            _ => Err("must be x-forwarded-for or forwarded".into()),
+        });
         let behind_tls_proxy = p.parse("behind_tls_proxy", parse_bool);
         let database_allow_unverified_tls = p.parse("database_allow_unverified_tls", parse_bool);
         let db_max_connections = p.parse("db_max_connections", |v| parse_int_in(v, 0, 10_000));
@@ -830,6 +865,8 @@ impl Config {
                 backoff_max: backoff_max?,
                 account_failures_per_hour: account_failures_per_hour?,
                 factor_hard_stop: factor_hard_stop?,
+                admin_token_backoff_after: admin_token_backoff_after?,
+                ipv6_prefix: u8::try_from(ipv6_prefix?).ok()?,
             },
             password_min_length: usize::try_from(min).ok()?,
             password_max_length: usize::try_from(max).ok()?,
@@ -867,6 +904,7 @@ impl Config {
             }),
             log_level: log_level?,
             trusted_proxies: trusted_proxies?,
+            forwarded_header: forwarded_header?,
             behind_tls_proxy: behind_tls_proxy?,
             database_allow_unverified_tls: database_allow_unverified_tls?,
             db_max_connections: u32::try_from(db_max_connections?).ok()?,

@@ -95,8 +95,14 @@ impl FromRequestParts<AppState> for RequestMeta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| {
-                super::client_ip::resolve(*peer, &parts.headers, &state.auth.config.trusted_proxies)
-                    .to_string()
+                let config = &state.auth.config;
+                super::client_ip::resolve(
+                    *peer,
+                    &parts.headers,
+                    &config.trusted_proxies,
+                    config.forwarded_header,
+                )
+                .to_string()
             })
             .unwrap_or_default();
         let user_agent = parts

@@ -14,6 +14,7 @@ use crate::crypto::TokenHash;
 use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, Digest32, StoredLink};
 use crate::domain::{Aal, Email, Session, User, UserId};
 
+pub mod limits;
 pub mod postgres;
 pub mod sqlite;
 
@@ -94,6 +95,11 @@ ops! {
     ThrottleCount => "throttle_count",
     ThrottleClear => "throttle_clear",
     PurgeThrottles => "purge_throttles",
+    ReserveAttempt => "reserve_attempt",
+    ReserveMfaAttempt => "reserve_mfa_attempt",
+    PurgeUnownedThrottles => "purge_unowned_throttles",
+    EnforceSessionCap => "enforce_session_cap",
+    ResetTokenOwner => "reset_token_owner",
     PurgeAccountTokens => "purge_account_tokens",
     AppendEvent => "append_event",
     ListEvents => "list_events",
@@ -514,7 +520,7 @@ pub trait ThrottleStore: Send + Sync {
 /// Everything a backend provides.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore
+    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore + limits::LimitStore
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;
