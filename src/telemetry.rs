@@ -4,8 +4,6 @@
 //! since the stock formatter passes line breaks through), so a crafted
 //! value cannot forge a log line or drive a terminal.
 
-use std::fmt::Write as _;
-
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::FormatFields;
@@ -113,7 +111,10 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "one line per event: {text:?}");
         assert!(text.ends_with('\n'));
         assert!(!text.contains(['\u{1b}', '\u{9b}', '\r']), "{text:?}");
-        assert!(text.contains("\\n{\"level\""), "escaped, not dropped: {text:?}");
+        assert!(
+            text.contains("\\n{\"level\""),
+            "escaped, not dropped: {text:?}"
+        );
 
         let json = Buffer::default();
         let subscriber = tracing_subscriber::fmt()
@@ -124,7 +125,11 @@ mod tests {
             .finish();
         tracing::subscriber::with_default(subscriber, log_forged);
         let text = String::from_utf8(json.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.lines().count(), 1, "one JSON object per event: {text:?}");
+        assert_eq!(
+            text.lines().count(),
+            1,
+            "one JSON object per event: {text:?}"
+        );
         let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
         assert_eq!(v["user_agent"], FORGED, "the value survives, escaped");
         assert!(!text.contains(['\u{1b}', '\r']), "{text:?}");

@@ -162,8 +162,8 @@ impl Auth {
             .as_ref()
             .map(|t| secrecy::ExposeSecret::expose_secret(t).as_bytes())
             .unwrap_or_default();
-        let ok = !expected.is_empty()
-            && crate::crypto::constant_time_eq(presented.as_bytes(), expected);
+        let ok =
+            !expected.is_empty() && crate::crypto::constant_time_eq(presented.as_bytes(), expected);
         if ok {
             self.store.throttle_clear(&[key]).await?;
             return Ok(true);

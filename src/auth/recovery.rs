@@ -230,7 +230,11 @@ impl Auth {
         let hash = self.keys.hash_account_token(token);
         // One password policy everywhere: the account's own words are
         // refused here as at registration and change.
-        if let Some(email) = self.store.reset_token_owner(&hash, self.clock.now()).await? {
+        if let Some(email) = self
+            .store
+            .reset_token_owner(&hash, self.clock.now())
+            .await?
+        {
             let text = std::str::from_utf8(new.expose_bytes()).unwrap_or_default();
             Password::new_for_account(
                 text,

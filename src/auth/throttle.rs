@@ -216,8 +216,7 @@ impl Auth {
                 blocks: [0, 1].map(|i| blocks.get(i).copied().unwrap_or_default()),
             }),
             Reserved::Blocked(until) => {
-                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "backoff")
-                    .increment(1);
+                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "backoff").increment(1);
                 Err(Throttled::RetryAfter(seconds_until(until, now)))
             }
             Reserved::Stopped => {

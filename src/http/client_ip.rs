@@ -149,7 +149,13 @@ mod tests {
         );
         // A client-supplied left part is ignored: the right-most untrusted hop wins.
         assert_eq!(
-            resolve(peer(), &xff("6.6.6.6, 198.51.100.7, 10.1.2.3"), &trusted(), XFF).to_string(),
+            resolve(
+                peer(),
+                &xff("6.6.6.6, 198.51.100.7, 10.1.2.3"),
+                &trusted(),
+                XFF
+            )
+            .to_string(),
             "198.51.100.7"
         );
         // Garbage as the only entry: the proxy itself is all that is known.

@@ -43,7 +43,10 @@ pub struct CounterRow {
 pub enum Reserved {
     /// Charged: the counts after this attempt, in the order asked, and the
     /// back-off each charge started (zero when none).
-    Granted { counts: Vec<u64>, blocks: Vec<Duration> },
+    Granted {
+        counts: Vec<u64>,
+        blocks: Vec<Duration>,
+    },
     /// A key is blocked until then; nothing was charged.
     Blocked(OffsetDateTime),
     /// A counter is at its stop; nothing was charged.
@@ -125,7 +128,8 @@ pub trait LimitStore: Send + Sync {
     /// Charges one second-factor attempt to a pending session unless it
     /// already has `max`; returns the new count, or `None` when the session
     /// is gone, not pending, or at `max`.
-    async fn reserve_mfa_attempt(&self, session: Uuid, max: u32) -> Result<Option<u32>, StoreError>;
+    async fn reserve_mfa_attempt(&self, session: Uuid, max: u32)
+    -> Result<Option<u32>, StoreError>;
 
     /// Ends the user's oldest full sessions beyond `max` (after a pending
     /// session became a full one); serialised with logins of the same user

@@ -61,7 +61,14 @@ async fn admin_routes_need_the_token_and_are_not_on_the_public_listener(b: Backe
         plain.admin_base.is_none(),
         "no admin token, no admin listener"
     );
-    let app = admin_app(b).await;
+    // Every refusal below must be a 401 (not the back-off's 429, which
+    // `wrong_admin_tokens_back_off_and_admin_reads_are_audited` covers).
+    let app = TestEnv::new(b)
+        .await
+        .with_admin()
+        .set("CASTELLAN_ADMIN_TOKEN_BACKOFF_AFTER", "1000")
+        .spawn()
+        .await;
     let token = app.user_with_session(&email("victim")).await;
     let id = user_id(&app, &token).await;
     let cookie = format!("__Host-castellan_session={token}");

@@ -152,8 +152,8 @@ async fn serve_runs_with_no_setup_and_stops_gracefully_on_sigterm() {
 async fn raw_login(port: u16, user_agent: &[u8], who: &str, password: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = json!({"email": who, "password": password}).to_string();
-    let mut req = format!("POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ")
-        .into_bytes();
+    let mut req =
+        format!("POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ").into_bytes();
     req.extend_from_slice(user_agent);
     req.extend_from_slice(
         format!(
@@ -224,7 +224,8 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
     // ESC in headers, a raw socket does not. The server must not turn it
     // into a second log entry, whatever it answers.
     for ua in [forged_ua.as_bytes(), b"x\x1b[31mred\x1b[0m".as_slice()] {
-        raw_login(port, ua, &who, PASSWORD).await;
+        let status = raw_login(port, ua, &who, PASSWORD).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}");
     }
     // obs-text is legal in a header: a C1 control (U+009B, CSI) arrives.
     let r = client

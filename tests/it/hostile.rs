@@ -68,7 +68,14 @@ async fn backoff_threshold(b: Backend, node_count: usize) {
     let apps = nodes(&env, node_count, &clock).await;
     let e = email("burst");
     apps[0].register(&e, PASSWORD).await;
-    let statuses = at_once(&apps, "/v1/login", 50, None, json!({"email": e, "password": WRONG})).await;
+    let statuses = at_once(
+        &apps,
+        "/v1/login",
+        50,
+        None,
+        json!({"email": e, "password": WRONG}),
+    )
+    .await;
     // login_backoff_after = 5: the fifth failure starts the back-off, and
     // the clock stands still, so nothing after it may be evaluated.
     assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
@@ -93,7 +100,14 @@ async fn hard_stop(b: Backend, node_count: usize) {
     let apps = nodes(&env, node_count, &clock).await;
     let e = email("stop");
     apps[0].register(&e, PASSWORD).await;
-    let statuses = at_once(&apps, "/v1/login", 50, None, json!({"email": e, "password": WRONG})).await;
+    let statuses = at_once(
+        &apps,
+        "/v1/login",
+        50,
+        None,
+        json!({"email": e, "password": WRONG}),
+    )
+    .await;
     assert_eq!(count(&statuses, 401), 10, "{statuses:?}");
     assert_eq!(count(&statuses, 429), 40, "{statuses:?}");
     let stops = apps[0]
@@ -129,7 +143,14 @@ async fn pending_session_limit(b: Backend, node_count: usize) {
         .map(|n| format!("{n:06}"))
         .find(|c| !near.contains(c))
         .unwrap();
-    let statuses = at_once(&apps, "/v1/login/mfa", 50, Some(&pending), json!({"totp_code": wrong})).await;
+    let statuses = at_once(
+        &apps,
+        "/v1/login/mfa",
+        50,
+        Some(&pending),
+        json!({"totp_code": wrong}),
+    )
+    .await;
     assert_eq!(count(&statuses, 200), 0, "{statuses:?}");
     let evaluated = apps[0]
         .events(1000)
@@ -137,8 +158,15 @@ async fn pending_session_limit(b: Backend, node_count: usize) {
         .into_iter()
         .filter(|ev| ev.kind == "mfa_failed")
         .count();
-    assert_eq!(evaluated, 5, "at most five codes per pending session are checked");
-    assert!(apps[0].has_event("session_revoked", "by", "mfa_failures").await);
+    assert_eq!(
+        evaluated, 5,
+        "at most five codes per pending session are checked"
+    );
+    assert!(
+        apps[0]
+            .has_event("session_revoked", "by", "mfa_failures")
+            .await
+    );
     apps[0]
         .send_bearer(Method::GET, "/v1/session", &pending, None)
         .await
@@ -194,11 +222,30 @@ async fn ipv6_clients_share_limits_by_prefix(b: Backend) {
     }
     // A fourth address of the same /64 is the same client.
     assert_eq!(
-        login_via(&app, "x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff", &e).await,
+        login_via(
+            &app,
+            "x-forwarded-for",
+            "2001:db8:1:2:ffff:ffff:ffff:ffff",
+            &e
+        )
+        .await,
         429
     );
     // The next /64 is another client.
-    assert_eq!(login_via(&app, "x-forwarded-for", "2001:db8:1:3::1", &e).await, 401);
+    assert_eq!(
+        login_via(&app, "x-forwarded-for", "2001:db8:1:3::1", &e).await,
+        401
+    );
+}
+
+/// The client address of the newest security event.
+async fn last_ip(app: &TestApp) -> String {
+    app.events(1)
+        .await
+        .into_iter()
+        .next()
+        .map(|ev| ev.ip)
+        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,17 +254,6 @@ async fn forwarding_headers_are_walked_from_the_right() {
     env.set("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32");
     let app = env.spawn().await;
     let e = email("xff");
-    let last_ip = |app: &TestApp| {
-        let app = app;
-        async move {
-            app.events(1)
-                .await
-                .into_iter()
-                .next()
-                .map(|ev| ev.ip)
-                .unwrap_or_default()
-        }
-    };
     login_via(&app, "x-forwarded-for", "unknown, 203.0.113.9", &e).await;
     assert_eq!(last_ip(&app).await, "203.0.113.9");
     login_via(&app, "x-forwarded-for", "203.0.113.10:4444", &e).await;
@@ -248,15 +284,22 @@ async fn unknown_emails_leave_no_lasting_rows(b: Backend) {
     let app = env.spawn_with_clock(clock.clone()).await;
     let known = email("known");
     app.register(&known, PASSWORD).await;
-    app.login(&known, WRONG).await.assert_error(401, "invalid_credentials");
+    app.login(&known, WRONG)
+        .await
+        .assert_error(401, "invalid_credentials");
     let unknown: Vec<String> = (0..30).map(|i| email(&format!("nobody{i}"))).collect();
     for e in &unknown {
-        app.login(e, WRONG).await.assert_error(401, "invalid_credentials");
+        app.login(e, WRONG)
+            .await
+            .assert_error(401, "invalid_credentials");
     }
     let store = &app.auth.store;
     let rows = |e: &str| {
         let key = e.to_lowercase();
-        [format!("pw:consec:{key}"), format!("pw:acct_ip:{key}:127.0.0.1")]
+        [
+            format!("pw:consec:{key}"),
+            format!("pw:acct_ip:{key}:127.0.0.1"),
+        ]
     };
     // Within the longest back-off nothing is dropped.
     clock.advance(Duration::from_secs(60));
@@ -306,7 +349,7 @@ async fn reset_requests_take_as_long_for_unknown_emails(b: Backend) {
     let known = email("timed");
     app.register(&known, PASSWORD).await;
     let unknown = email("untimed");
-    let mut sample = |e: String| {
+    let sample = |e: String| {
         let app = &app;
         async move {
             let started = Instant::now();
@@ -338,8 +381,14 @@ async fn reset_requests_take_as_long_for_unknown_emails(b: Backend) {
         (mk - mu).abs() <= 3.0 * spread.max(0.02),
         "known {mk:.3} ms, unknown {mu:.3} ms, spread {spread:.3} ms"
     );
-    assert!(app.has_event("password_reset_requested", "sent", "true").await);
-    assert!(app.has_event("password_reset_requested", "reason", "unknown_email").await);
+    assert!(
+        app.has_event("password_reset_requested", "sent", "true")
+            .await
+    );
+    assert!(
+        app.has_event("password_reset_requested", "reason", "unknown_email")
+            .await
+    );
 }
 
 // covers: ASVS-7.1.2, ASVS-2.3.2
@@ -377,7 +426,11 @@ async fn a_never_issued_backup_code_is_a_wrong_code(b: Backend) {
     let e = email("unissued");
     let token = app.user_with_session(&e).await;
     app.enable_totp(&token).await;
-    for code in ["ZZZZ-ZZZZ-ZZZZ-ZZZZ", "K234-5672-3456-7234", "abcd-efgh-ijkl-mnop"] {
+    for code in [
+        "ZZZZ-ZZZZ-ZZZZ-ZZZZ",
+        "K234-5672-3456-7234",
+        "abcd-efgh-ijkl-mnop",
+    ] {
         let r = app.login(&e, PASSWORD).await;
         let pending = r.json()["session_token"].as_str().unwrap().to_string();
         app.send_bearer(
@@ -416,7 +469,12 @@ async fn wrong_admin_tokens_back_off_and_admin_reads_are_audited(b: Backend) {
     app.register(&e, PASSWORD).await;
     let mut statuses = Vec::new();
     for _ in 0..30 {
-        statuses.push(admin_get(&app, "/admin/v1/audit", "wrong-token").await.status.as_u16());
+        statuses.push(
+            admin_get(&app, "/admin/v1/audit", "wrong-token")
+                .await
+                .status
+                .as_u16(),
+        );
     }
     // admin_token_backoff_after = 5; the clock stands still.
     assert_eq!(count(&statuses, 401), 5, "{statuses:?}");
@@ -426,24 +484,54 @@ async fn wrong_admin_tokens_back_off_and_admin_reads_are_audited(b: Backend) {
         .await
         .assert_error(429, "rate_limited");
     let events = app.events(1000).await;
-    let denied = events.iter().filter(|ev| ev.kind == "access_denied").count();
+    let denied = events
+        .iter()
+        .filter(|ev| ev.kind == "access_denied")
+        .count();
     let throttled = events
         .iter()
         .filter(|ev| ev.kind == "throttled" && ev.detail["limit"] == "admin_token")
         .count();
-    assert_eq!((denied, throttled), (5, 1), "aggregated, not one row per request");
+    assert_eq!(
+        (denied, throttled),
+        (5, 1),
+        "aggregated, not one row per request"
+    );
 
     clock.advance(Duration::from_secs(2));
-    let id = app.events(1000).await.into_iter().find_map(|ev| ev.user_id).unwrap();
-    let r = admin_get(&app, &format!("/admin/v1/users/{}", id.0), crate::helpers::ADMIN_TOKEN).await;
+    let id = app
+        .events(1000)
+        .await
+        .into_iter()
+        .find_map(|ev| ev.user_id)
+        .unwrap();
+    let r = admin_get(
+        &app,
+        &format!("/admin/v1/users/{}", id.0),
+        crate::helpers::ADMIN_TOKEN,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let r = admin_get(&app, &format!("/admin/v1/users?email={e}"), crate::helpers::ADMIN_TOKEN).await;
+    let r = admin_get(
+        &app,
+        &format!("/admin/v1/users?email={e}"),
+        crate::helpers::ADMIN_TOKEN,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text);
     let r = admin_get(&app, "/admin/v1/audit?limit=5", crate::helpers::ADMIN_TOKEN).await;
     assert_eq!(r.status, 200, "{}", r.text);
     for action in ["read_user", "find_users", "read_audit"] {
-        assert!(app.has_event("admin_action", "action", action).await, "{action}");
+        assert!(
+            app.has_event("admin_action", "action", action).await,
+            "{action}"
+        );
     }
     // A success ends the streak: the next wrong token is a first one again.
-    assert_eq!(admin_get(&app, "/admin/v1/audit", "wrong-token").await.status, 401);
+    assert_eq!(
+        admin_get(&app, "/admin/v1/audit", "wrong-token")
+            .await
+            .status,
+        401
+    );
 }

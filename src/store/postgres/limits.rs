@@ -12,11 +12,11 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PgStore, map_err};
-use crate::store::limits::{
-    AttemptCounter, LimitStore, CounterRow, Reserved, decide, sorted_unique,
-};
 use crate::crypto::TokenHash;
 use crate::domain::{Email, UserId};
+use crate::store::limits::{
+    AttemptCounter, CounterRow, LimitStore, Reserved, decide, sorted_unique,
+};
 use crate::store::{Op, StoreError};
 
 #[async_trait]
@@ -71,7 +71,11 @@ impl LimitStore for PgStore {
         Ok(answer)
     }
 
-    async fn reserve_mfa_attempt(&self, session: Uuid, max: u32) -> Result<Option<u32>, StoreError> {
+    async fn reserve_mfa_attempt(
+        &self,
+        session: Uuid,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError> {
         let (mut conn, _timer) = self.conn(Op::ReserveMfaAttempt).await?;
         let n: Option<i32> = sqlx::query_scalar(
             "UPDATE sessions SET mfa_failures = mfa_failures + 1

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::{SqliteStore, from_ms, map_err, parse_uuid, to_ms};
 use crate::crypto::TokenHash;
 use crate::domain::{Email, UserId};
-use crate::store::limits::{AttemptCounter, LimitStore, CounterRow, Reserved, decide};
+use crate::store::limits::{AttemptCounter, CounterRow, LimitStore, Reserved, decide};
 use crate::store::{Op, StoreError};
 
 #[async_trait]
@@ -73,7 +73,11 @@ impl LimitStore for SqliteStore {
         .await
     }
 
-    async fn reserve_mfa_attempt(&self, session: Uuid, max: u32) -> Result<Option<u32>, StoreError> {
+    async fn reserve_mfa_attempt(
+        &self,
+        session: Uuid,
+        max: u32,
+    ) -> Result<Option<u32>, StoreError> {
         self.write_op(Op::ReserveMfaAttempt, move |conn| {
             conn.query_row(
                 "UPDATE sessions SET mfa_failures = mfa_failures + 1
