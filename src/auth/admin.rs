@@ -105,6 +105,22 @@ impl Auth {
         Ok(())
     }
 
+    /// The user with this email address, as an administrator sees it (the
+    /// password hash is never loaded).
+    pub async fn admin_find_user(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        self.store.find_user(email.key()).await
+    }
+
+    /// One user, as an administrator sees it.
+    pub async fn admin_get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.store.get_user(id).await
+    }
+
+    /// Audit events, newest first, filtered.
+    pub async fn audit_events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        self.store.list_events(filter).await
+    }
+
     /// Ends every session of every user (incident response).
     pub async fn admin_revoke_all(&self, meta: &RequestMeta) -> Result<u64, AdminError> {
         let n = self.store.delete_all_sessions().await?;
@@ -203,19 +219,14 @@ impl Auth {
             .await
     }
 
-    /// Finds the account with this email (audited without the email).
-    pub async fn admin_find_users(
+    /// [`Auth::admin_find_user`] for the admin listener, audited (without
+    /// the email).
+    pub async fn admin_read_users(
         &self,
         email: &Email,
         meta: &RequestMeta,
     ) -> Result<Vec<User>, AdminError> {
-        let found: Vec<User> = self
-            .store
-            .find_credentials(email.key())
-            .await?
-            .into_iter()
-            .map(|c| c.user)
-            .collect();
+        let found: Vec<User> = self.admin_find_user(email).await?.into_iter().collect();
         self.admin_read_event(
             "find_users",
             found.first().map(|u| u.id),
@@ -226,21 +237,26 @@ impl Auth {
         Ok(found)
     }
 
-    /// Reads one account (audited).
-    pub async fn admin_get_user(&self, id: UserId, meta: &RequestMeta) -> Result<User, AdminError> {
+    /// [`Auth::admin_get_user`] for the admin listener, audited.
+    pub async fn admin_read_user(
+        &self,
+        id: UserId,
+        meta: &RequestMeta,
+    ) -> Result<User, AdminError> {
         let user = self.existing_user(id).await?;
         self.admin_read_event("read_user", Some(id), meta, json!({}))
             .await?;
         Ok(user)
     }
 
-    /// Reads a page of security events (audited with the filter).
-    pub async fn admin_list_events(
+    /// [`Auth::audit_events`] for the admin listener, audited with the
+    /// filter.
+    pub async fn admin_read_events(
         &self,
         filter: &EventFilter,
         meta: &RequestMeta,
     ) -> Result<Vec<Event>, AdminError> {
-        let events = self.store.list_events(filter).await?;
+        let events = self.audit_events(filter).await?;
         self.admin_read_event(
             "read_audit",
             filter.user,

@@ -22,9 +22,9 @@ use super::error::ApiError;
 use super::middleware;
 use super::views::UserView;
 use crate::audit::{EventKind, RequestMeta};
+use crate::auth::EventFilter;
 use crate::auth::admin::{AdminAction, AdminError};
 use crate::domain::{Email, User, UserId};
-use crate::store::EventFilter;
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
@@ -128,7 +128,7 @@ async fn find_users(
         .get("email")
         .ok_or_else(|| ApiError::InvalidRequest("email: required".into()))?;
     let email = Email::parse(raw).map_err(|e| ApiError::InvalidRequest(format!("email: {e}")))?;
-    let found = state.auth.admin_find_users(&email, &meta).await?;
+    let found = state.auth.admin_read_users(&email, &meta).await?;
     Ok(Json(UserList {
         users: found.iter().map(AdminUserView::from).collect(),
     }))
@@ -145,7 +145,7 @@ async fn get_user(
     Path(id): Path<String>,
 ) -> Result<Json<OneUser>, ApiError> {
     let id = parse_id(&id)?;
-    let user = state.auth.admin_get_user(id, &meta).await?;
+    let user = state.auth.admin_read_user(id, &meta).await?;
     Ok(Json(OneUser {
         user: AdminUserView::from(&user),
     }))
@@ -295,7 +295,7 @@ async fn audit(
     req: Request,
 ) -> Result<Json<Events>, ApiError> {
     let filter = audit_filter(req.uri().query())?;
-    let events = state.auth.admin_list_events(&filter, &meta).await?;
+    let events = state.auth.admin_read_events(&filter, &meta).await?;
     let next_before = (events.len() == filter.limit as usize)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -320,15 +320,16 @@ async fn audit(
 
 /// Prometheus text format; gauges are read now.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    metrics::gauge!(crate::metrics::HASH_QUEUE).set(state.auth.hasher.queued() as f64);
-    if let Some((size, idle, max)) = state.auth.store.pool_stats() {
+    let stats = state.auth.runtime_stats();
+    metrics::gauge!(crate::metrics::HASH_QUEUE).set(stats.hash_queue as f64);
+    if let Some((size, idle, max)) = stats.pool {
         metrics::gauge!(crate::metrics::DB_POOL_SIZE).set(f64::from(size));
         metrics::gauge!(crate::metrics::DB_POOL_IDLE).set(idle as f64);
         let in_use = u64::from(size).saturating_sub(idle as u64);
         metrics::gauge!(crate::metrics::DB_POOL_IN_USE).set(in_use as f64);
         metrics::gauge!(crate::metrics::DB_POOL_MAX).set(f64::from(max));
     }
-    let stats = state.auth.mailer.stats();
+    let stats = stats.mail;
     metrics::counter!(crate::metrics::MAIL_SENT).absolute(stats.sent);
     metrics::counter!(crate::metrics::MAIL_FAILED_ATTEMPTS).absolute(stats.failed_attempts);
     metrics::counter!(crate::metrics::MAIL_DROPPED).absolute(stats.dropped);

@@ -293,7 +293,7 @@ async fn unknown_emails_leave_no_lasting_rows(b: Backend) {
             .await
             .assert_error(401, "invalid_credentials");
     }
-    let store = &app.auth.store;
+    let store = &app.auth.store();
     let rows = |e: &str| {
         let key = e.to_lowercase();
         [
@@ -359,7 +359,7 @@ async fn reset_requests_take_as_long_for_unknown_emails(b: Backend) {
             let took = started.elapsed().as_secs_f64() * 1e3;
             assert_eq!(r.status, 202, "{}", r.text);
             // Background work of one request must not slow the next sample.
-            app.auth.mailer.flush().await;
+            app.auth.mailer().flush().await;
             took
         }
     };

@@ -11,7 +11,7 @@ use sqlx::Row;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{PgStore, map_err};
+use super::PgStore;
 use crate::crypto::TokenHash;
 use crate::domain::{Email, UserId};
 use crate::store::limits::{
@@ -32,8 +32,7 @@ impl LimitStore for PgStore {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(key)
                 .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
+                .await?;
         }
         let mut rows = Vec::with_capacity(counters.len());
         for c in counters {
@@ -42,13 +41,12 @@ impl LimitStore for PgStore {
             )
             .bind(&c.key)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
             rows.push(match row {
                 Some(r) => Some(CounterRow {
-                    count: u64::try_from(r.try_get::<i64, _>(0).map_err(map_err)?).unwrap_or(0),
-                    window_start: r.try_get(1).map_err(map_err)?,
-                    blocked_until: r.try_get(2).map_err(map_err)?,
+                    count: u64::try_from(r.try_get::<i64, _>(0)?).unwrap_or(0),
+                    window_start: r.try_get(1)?,
+                    blocked_until: r.try_get(2)?,
                 }),
                 None => None,
             });
@@ -65,9 +63,9 @@ impl LimitStore for PgStore {
             .bind(w.blocked_until)
             .execute(&mut *tx)
             .await
-            .map_err(map_err)?;
+            ?;
         }
-        tx.commit().await.map_err(map_err)?;
+        tx.commit().await?;
         Ok(answer)
     }
 
@@ -85,8 +83,7 @@ impl LimitStore for PgStore {
         .bind(session)
         .bind(i32::try_from(max).unwrap_or(i32::MAX))
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(n.and_then(|n| u32::try_from(n).ok()))
     }
 
@@ -97,8 +94,7 @@ impl LimitStore for PgStore {
         sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
             .bind(user.0)
             .execute(&mut *tx)
-            .await
-            .map_err(map_err)?;
+            .await?;
         let evicted = sqlx::query_scalar(
             "DELETE FROM sessions WHERE id IN (
                  SELECT id FROM sessions WHERE user_id = $1 AND NOT mfa_pending
@@ -108,9 +104,8 @@ impl LimitStore for PgStore {
         .bind(user.0)
         .bind(i64::try_from(max).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
-        .await
-        .map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
+        .await?;
+        tx.commit().await?;
         Ok(evicted)
     }
 
@@ -128,8 +123,7 @@ impl LimitStore for PgStore {
         .bind(hash.0.as_slice())
         .bind(now)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(map_err)?;
+        .await?;
         Ok(email.map(Email::from_trusted))
     }
 
@@ -156,7 +150,7 @@ impl LimitStore for PgStore {
             .bind(idle_since)
             .execute(&mut *conn)
             .await
-            .map_err(map_err)?
+            ?
             .rows_affected();
         }
         Ok(purged)

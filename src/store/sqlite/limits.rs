@@ -9,7 +9,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{SqliteStore, from_ms, map_err, parse_uuid, to_ms};
+use super::{SqliteStore, from_ms, parse_uuid, to_ms};
 use crate::crypto::TokenHash;
 use crate::domain::{Email, UserId};
 use crate::store::limits::{AttemptCounter, CounterRow, LimitStore, Reserved, decide};
@@ -27,7 +27,7 @@ impl LimitStore for SqliteStore {
         self.write_op(Op::ReserveAttempt, move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
+                ?;
             let mut rows = Vec::with_capacity(counters.len());
             for c in &counters {
                 let row: Option<(i64, i64, Option<i64>)> = tx
@@ -38,7 +38,7 @@ impl LimitStore for SqliteStore {
                         st.query_row([&c.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                             .optional()
                     })
-                    .map_err(map_err)?;
+                    ?;
                 rows.push(
                     row.map(|(count, start, until)| {
                         Ok::<_, rusqlite::Error>(CounterRow {
@@ -48,7 +48,7 @@ impl LimitStore for SqliteStore {
                         })
                     })
                     .transpose()
-                    .map_err(map_err)?,
+                    ?,
                 );
             }
             let (answer, writes) = decide(&counters, &rows, backoff_max, now);
@@ -65,9 +65,9 @@ impl LimitStore for SqliteStore {
                         w.blocked_until.map(to_ms)
                     ])
                 })
-                .map_err(map_err)?;
+                ?;
             }
-            tx.commit().map_err(map_err)?;
+            tx.commit()?;
             Ok(answer)
         })
         .await
@@ -87,16 +87,14 @@ impl LimitStore for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .map_err(map_err)
+            .map_err(StoreError::from)
         })
         .await
     }
 
     async fn enforce_session_cap(&self, user: UserId, max: usize) -> Result<Vec<Uuid>, StoreError> {
         self.write_op(Op::EnforceSessionCap, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(map_err)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let evicted = tx
                 .prepare_cached(
                     "DELETE FROM sessions WHERE id IN (
@@ -110,9 +108,8 @@ impl LimitStore for SqliteStore {
                         |r| parse_uuid(&r.get::<_, String>(0)?),
                     )?
                     .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(map_err)?;
-            tx.commit().map_err(map_err)?;
+                })?;
+            tx.commit()?;
             Ok(evicted)
         })
         .await
@@ -134,7 +131,7 @@ impl LimitStore for SqliteStore {
             )
             .optional()
             .map(|e| e.map(Email::from_trusted))
-            .map_err(map_err)
+            .map_err(StoreError::from)
         })
         .await
     }
@@ -161,8 +158,8 @@ impl LimitStore for SqliteStore {
                                    substr(throttles.key, length(?1) + 1), 1,
                                    instr(substr(throttles.key, length(?1) + 1) || ':', ':') - 1))",
                     )
-                    .and_then(|mut st| st.execute(params![prefix, to_ms(idle_since)]))
-                    .map_err(map_err)? as u64;
+                    .and_then(|mut st| st.execute(params![prefix, to_ms(idle_since)]))?
+                    as u64;
             }
             Ok(purged)
         })
