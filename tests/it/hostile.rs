@@ -381,10 +381,8 @@ async fn reset_requests_take_as_long_for_unknown_emails(b: Backend) {
         (mk - mu).abs() <= 3.0 * spread.max(0.02),
         "known {mk:.3} ms, unknown {mu:.3} ms, spread {spread:.3} ms"
     );
-    assert!(
-        app.has_event("password_reset_requested", "sent", "true")
-            .await
-    );
+    assert!(!app.mails().is_empty(), "the known email got its mails");
+
     assert!(
         app.has_event("password_reset_requested", "reason", "unknown_email")
             .await
