@@ -3,11 +3,16 @@
 
 use serde_json::json;
 
+use super::throttle::Throttled;
 use super::{Auth, ServiceError};
 use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{Email, User, UserId};
 use crate::mail::Notice;
+use crate::store::limits::{AttemptCounter, Reserved};
 use crate::store::{Event, EventFilter, StoreError};
+
+/// A consecutive count that only a success resets.
+const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// What an administrator did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,5 +132,138 @@ impl Auth {
         )
         .await?;
         Ok(n)
+    }
+
+    /// Checks a presented admin token, after reserving the attempt for the
+    /// client's address like a password attempt: from the
+    /// `admin_token_backoff_after`-th wrong token in a row on, that address
+    /// backs off (1 s, 2 s, ... up to `login_backoff_max`) and gets 429
+    /// even with the right token. The audit log gets one `access_denied`
+    /// per wrong token only up to that threshold, then one `throttled` per
+    /// back-off started (with the count), not one row per request.
+    pub async fn check_admin_token(
+        &self,
+        presented: &str,
+        meta: &RequestMeta,
+    ) -> Result<bool, Throttled> {
+        let limits = self.config.limits;
+        let key = format!("admin:ip:{}", self.limit_client_key(meta));
+        let counter = AttemptCounter {
+            key: key.clone(),
+            window: FOREVER,
+            backoff_after: Some(limits.admin_token_backoff_after),
+            stop_at: None,
+        };
+        let now = self.clock.now();
+        let (failures, block) = match self
+            .store
+            .reserve_attempt(std::slice::from_ref(&counter), limits.backoff_max, now)
+            .await?
+        {
+            Reserved::Granted { counts, blocks } => (
+                counts.first().copied().unwrap_or(0),
+                blocks.first().copied().unwrap_or_default(),
+            ),
+            Reserved::Blocked(until) => {
+                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "admin_token")
+                    .increment(1);
+                let secs = u64::try_from((until - now).whole_seconds()).unwrap_or(0);
+                return Err(Throttled::RetryAfter(secs.max(1)));
+            }
+            Reserved::Stopped => return Err(Throttled::FactorDisabled),
+        };
+        let expected = self
+            .config
+            .admin_token
+            .as_ref()
+            .map(|t| secrecy::ExposeSecret::expose_secret(t).as_bytes())
+            .unwrap_or_default();
+        let ok =
+            !expected.is_empty() && crate::crypto::constant_time_eq(presented.as_bytes(), expected);
+        if ok {
+            self.store.throttle_clear(&[key]).await?;
+            return Ok(true);
+        }
+        if failures <= limits.admin_token_backoff_after {
+            self.record_event(
+                EventKind::AccessDenied,
+                None,
+                meta,
+                json!({"reason": "admin_token", "failures": failures}),
+            )
+            .await?;
+        }
+        if !block.is_zero() {
+            self.record_event(
+                EventKind::Throttled,
+                None,
+                meta,
+                json!({"limit": "admin_token", "failures": failures, "retry_after": block.as_secs()}),
+            )
+            .await?;
+        }
+        Ok(false)
+    }
+
+    async fn admin_read_event(
+        &self,
+        read: &str,
+        user: Option<UserId>,
+        meta: &RequestMeta,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
+        let mut detail = detail;
+        detail["action"] = json!(read);
+        detail["by"] = json!("admin");
+        self.record_event(EventKind::AdminAction, user, meta, detail)
+            .await
+    }
+
+    /// [`Auth::admin_find_user`] for the admin listener, audited (without
+    /// the email).
+    pub async fn admin_read_users(
+        &self,
+        email: &Email,
+        meta: &RequestMeta,
+    ) -> Result<Vec<User>, AdminError> {
+        let found: Vec<User> = self.admin_find_user(email).await?.into_iter().collect();
+        self.admin_read_event(
+            "find_users",
+            found.first().map(|u| u.id),
+            meta,
+            json!({"found": found.len()}),
+        )
+        .await?;
+        Ok(found)
+    }
+
+    /// [`Auth::admin_get_user`] for the admin listener, audited.
+    pub async fn admin_read_user(
+        &self,
+        id: UserId,
+        meta: &RequestMeta,
+    ) -> Result<User, AdminError> {
+        let user = self.existing_user(id).await?;
+        self.admin_read_event("read_user", Some(id), meta, json!({}))
+            .await?;
+        Ok(user)
+    }
+
+    /// [`Auth::audit_events`] for the admin listener, audited with the
+    /// filter.
+    pub async fn admin_read_events(
+        &self,
+        filter: &EventFilter,
+        meta: &RequestMeta,
+    ) -> Result<Vec<Event>, AdminError> {
+        let events = self.audit_events(filter).await?;
+        self.admin_read_event(
+            "read_audit",
+            filter.user,
+            meta,
+            json!({"kind": filter.kind, "limit": filter.limit, "returned": events.len()}),
+        )
+        .await?;
+        Ok(events)
     }
 }

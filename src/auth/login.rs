@@ -56,7 +56,8 @@ impl Auth {
         meta: &RequestMeta,
     ) -> Result<LoggedIn, LoginError> {
         self.count_attempt(Bucket::Login, meta).await?;
-        self.check_backoff(Factor::Password, email.key(), meta)
+        let attempt = self
+            .reserve_attempt(Factor::Password, email.key(), meta)
             .await?;
         let found = self.store.find_credentials(email.key()).await?;
         let verified = match self
@@ -82,8 +83,7 @@ impl Auth {
         let now = self.clock.now();
         let user = found.as_ref().map(|c| c.user.id);
         let Some(credentials) = found.filter(|_| verified.matches) else {
-            self.record_failure(Factor::Password, email.key(), user, meta)
-                .await?;
+            self.attempt_failed(&attempt, user, meta).await?;
             let reason = if user.is_some() {
                 "wrong_password"
             } else {

@@ -365,15 +365,25 @@ impl Auth {
         }
         self.count_attempt(Bucket::Mfa, meta).await?;
         let account = user.email.key();
-        match self
-            .check_backoff(Factor::SecondFactor, account, meta)
+        let attempt = match self
+            .reserve_attempt(Factor::SecondFactor, account, meta)
             .await
         {
+            Ok(attempt) => Some(attempt),
             // After the hard stop TOTP stays off; a backup code still works
             // (and re-enables TOTP when it succeeds).
-            Err(Throttled::FactorDisabled) if matches!(factor, SecondFactor::Backup(_)) => {}
-            other => other?,
-        }
+            Err(Throttled::FactorDisabled) if matches!(factor, SecondFactor::Backup(_)) => None,
+            Err(e) => return Err(e.into()),
+        };
+        // Limiter 11, reserved like the others: concurrent codes on one
+        // pending session cannot get past the fifth.
+        let Some(failures) = self
+            .store
+            .reserve_mfa_attempt(session.id, MAX_PENDING_FAILURES)
+            .await?
+        else {
+            return Err(MfaError::InvalidCode);
+        };
         match self.verify_second_factor(user, factor, meta).await {
             Ok(used) => {
                 if matches!(factor, SecondFactor::Backup(_)) {
@@ -385,9 +395,9 @@ impl Auth {
                 Ok((token, rotated, used))
             }
             Err(MfaError::InvalidCode) => {
-                self.record_failure(Factor::SecondFactor, account, Some(user.id), meta)
-                    .await?;
-                let failures = self.store.record_mfa_failure(session.id).await?;
+                if let Some(attempt) = &attempt {
+                    self.attempt_failed(attempt, Some(user.id), meta).await?;
+                }
                 if failures >= MAX_PENDING_FAILURES {
                     self.store.delete_session(session.id).await?;
                     self.event(

@@ -24,7 +24,9 @@ impl Auth {
         meta: &RequestMeta,
     ) -> Result<(SessionToken, Session), LoginError> {
         let account = user.email.key();
-        self.check_backoff(Factor::Password, account, meta).await?;
+        let attempt = self
+            .reserve_attempt(Factor::Password, account, meta)
+            .await?;
         let found = self.store.find_credentials(account).await?;
         let verified = self
             .hasher
@@ -32,8 +34,7 @@ impl Auth {
             .await?;
         let now = self.clock.now();
         if !verified.matches {
-            self.record_failure(Factor::Password, account, Some(user.id), meta)
-                .await?;
+            self.attempt_failed(&attempt, Some(user.id), meta).await?;
             self.record_event_at(
                 now,
                 EventKind::ReauthenticationFailed,
@@ -49,7 +50,8 @@ impl Auth {
         let aal = match second {
             Some(factor) => {
                 self.count_attempt(Bucket::Mfa, meta).await?;
-                self.check_backoff(Factor::SecondFactor, account, meta)
+                let attempt = self
+                    .reserve_attempt(Factor::SecondFactor, account, meta)
                     .await?;
                 match self.verify_second_factor(user, factor, meta).await {
                     Ok(_) => {
@@ -57,8 +59,7 @@ impl Auth {
                             .await?
                     }
                     Err(MfaError::InvalidCode) => {
-                        self.record_failure(Factor::SecondFactor, account, Some(user.id), meta)
-                            .await?;
+                        self.attempt_failed(&attempt, Some(user.id), meta).await?;
                         return Err(LoginError::InvalidCredentials);
                     }
                     Err(MfaError::Service(s)) => return Err(LoginError::Service(s)),

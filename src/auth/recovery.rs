@@ -23,6 +23,9 @@ pub enum RecoveryError {
     /// The mailed token is malformed, unknown, used or expired.
     #[error("invalid token")]
     InvalidToken,
+    /// The new password breaks the policy for this account.
+    #[error("weak password: {0}")]
+    WeakPassword(String),
     #[error(transparent)]
     Throttled(#[from] Throttled),
     #[error(transparent)]
@@ -94,7 +97,9 @@ impl Auth {
         meta: &RequestMeta,
     ) -> Result<(), RecoveryError> {
         let account = user.email.key();
-        self.check_backoff(Factor::Password, account, meta).await?;
+        let attempt = self
+            .reserve_attempt(Factor::Password, account, meta)
+            .await?;
         let stored = self
             .store
             .find_credentials(account)
@@ -106,8 +111,7 @@ impl Auth {
             .await?
             .matches
         {
-            self.record_failure(Factor::Password, account, Some(user.id), meta)
-                .await?;
+            self.attempt_failed(&attempt, Some(user.id), meta).await?;
             self.record_event(EventKind::LoginFailed, Some(user.id), meta, json!({"reason": "wrong_password", "during": "password_change", "factor": "password"}))
                 .await?;
             return Err(RecoveryError::InvalidCredentials);
@@ -132,14 +136,38 @@ impl Auth {
     }
 
     /// Mails a reset link if the account exists and its hourly mail cap
-    /// allows; the caller always answers 202 the same way.
+    /// allows; the caller always answers 202 the same way. The request path
+    /// does the same work for a known and an unknown email (the rate, one
+    /// lookup, one background task); the mail cap, the token, the mail and
+    /// the event happen in that task, so the answer's timing does not tell
+    /// whether the email is registered.
     pub async fn request_password_reset(
         &self,
         email: &Email,
         meta: &RequestMeta,
     ) -> Result<(), RecoveryError> {
         self.count_attempt(Bucket::ResetRequest, meta).await?;
-        let Some(found) = self.store.find_credentials(email.key()).await? else {
+        let user = self
+            .store
+            .find_credentials(email.key())
+            .await?
+            .map(|c| c.user);
+        let auth = self.clone();
+        let meta = meta.clone();
+        self.mailer.defer(async move {
+            if let Err(e) = auth.finish_reset_request(user, &meta).await {
+                tracing::error!(error = %e, "a password reset request could not be completed");
+            }
+        });
+        Ok(())
+    }
+
+    async fn finish_reset_request(
+        &self,
+        user: Option<User>,
+        meta: &RequestMeta,
+    ) -> Result<(), RecoveryError> {
+        let Some(user) = user else {
             self.record_event(
                 EventKind::PasswordResetRequested,
                 None,
@@ -149,7 +177,6 @@ impl Auth {
             .await?;
             return Ok(());
         };
-        let user = found.user;
         let now = self.clock.now();
         let cap = self.config.limits.reset_mails_per_account;
         let (sent, _) = self
@@ -201,6 +228,21 @@ impl Auth {
             return Err(RecoveryError::InvalidToken);
         }
         let hash = self.keys.hash_account_token(token);
+        // One password policy everywhere: the account's own words are
+        // refused here as at registration and change.
+        if let Some(email) = self
+            .store
+            .reset_token_owner(&hash, self.clock.now())
+            .await?
+        {
+            let text = std::str::from_utf8(new.expose_bytes()).unwrap_or_default();
+            Password::new_for_account(
+                text,
+                &self.password_policy(),
+                &[email.local_part(), email.as_str()],
+            )
+            .map_err(|e| RecoveryError::WeakPassword(e.to_string()))?;
+        }
         let phc = self.hasher.hash(new).await?;
         let now = self.clock.now();
         let Some(user) = self.store.reset_password(&hash, &phc, now).await? else {

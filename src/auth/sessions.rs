@@ -57,16 +57,7 @@ impl Auth {
             json!({"session_id": new.id, "aal": aal.as_str(), "mfa_pending": mfa_pending}),
         )
         .await?;
-        for id in evicted {
-            self.record_event_at(
-                now,
-                EventKind::SessionRevoked,
-                Some(user),
-                meta,
-                json!({"session_id": id, "by": "session_cap"}),
-            )
-            .await?;
-        }
+        self.record_evictions(user, evicted, meta).await?;
         Ok((token, new.into_session()))
     }
 
@@ -221,6 +212,28 @@ impl Auth {
         .await
     }
 
+    /// One `session_revoked` event (`by: session_cap`) per session the
+    /// per-user cap ended.
+    async fn record_evictions(
+        &self,
+        user: UserId,
+        evicted: Vec<Uuid>,
+        meta: &RequestMeta,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        for id in evicted {
+            self.record_event_at(
+                now,
+                EventKind::SessionRevoked,
+                Some(user),
+                meta,
+                json!({"session_id": id, "by": "session_cap"}),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Replaces the session with a fresh one (new id and token, both timers
     /// restarted, `authenticated_at` now). The old token stops working in
     /// the same transaction.
@@ -257,6 +270,15 @@ impl Auth {
             json!({"from": old.id, "to": new.id, "aal": aal.as_str(), "reason": reason}),
         )
         .await?;
+        if old.mfa_pending {
+            // A pending session just became a full one: the per-user cap
+            // applies as to a password-only login.
+            let evicted = self
+                .store
+                .enforce_session_cap(old.user_id, self.config.session.max_per_user)
+                .await?;
+            self.record_evictions(old.user_id, evicted, meta).await?;
+        }
         Ok((token, new.into_session()))
     }
 }

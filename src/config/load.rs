@@ -147,6 +147,9 @@ impl Config {
         let account_failures_per_hour =
             p.parse("account_failures_per_hour", |v| parse_int_in(v, 1, 100_000));
         let factor_hard_stop = p.parse("factor_hard_stop", |v| parse_int_in(v, 1, 100));
+        let admin_token_backoff_after =
+            p.parse("admin_token_backoff_after", |v| parse_int_in(v, 1, 1000));
+        let ipv6_prefix = p.parse("ipv6_limit_prefix", |v| parse_int_in(v, 32, 128));
         let password_min_length = p.parse("password_min_length", |v| parse_int_in(v, 8, 64));
         let password_max_length = p.parse("password_max_length", |v| parse_int_in(v, 64, 4096));
         let memory_kib = p.parse("argon2_memory_kib", |v| {
@@ -222,6 +225,11 @@ impl Config {
                 .map_err(|e| format!("is not a valid tracing filter ({e})"))
         });
         let trusted_proxies = p.parse("trusted_proxies", parse_cidrs);
+        let forwarded_header = p.parse("forwarded_header", |v| match v {
+            "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
+            "forwarded" => Ok(ForwardedHeader::Forwarded),
+            _ => Err("must be x-forwarded-for or forwarded".into()),
+        });
         let behind_tls_proxy = p.parse("behind_tls_proxy", parse_bool);
         let database_allow_unverified_tls = p.parse("database_allow_unverified_tls", parse_bool);
         let db_max_connections = p.parse("db_max_connections", |v| parse_int_in(v, 0, 10_000));
@@ -291,6 +299,8 @@ impl Config {
                 backoff_max: backoff_max?,
                 account_failures_per_hour: account_failures_per_hour?,
                 factor_hard_stop: factor_hard_stop?,
+                admin_token_backoff_after: admin_token_backoff_after?,
+                ipv6_prefix: u8::try_from(ipv6_prefix?).ok()?,
             },
             password_min_length: usize::try_from(min).ok()?,
             password_max_length: usize::try_from(max).ok()?,
@@ -328,6 +338,7 @@ impl Config {
             }),
             log_level: log_level?,
             trusted_proxies: trusted_proxies?,
+            forwarded_header: forwarded_header?,
             behind_tls_proxy: behind_tls_proxy?,
             database_allow_unverified_tls: database_allow_unverified_tls?,
             db_max_connections: u32::try_from(db_max_connections?).ok()?,

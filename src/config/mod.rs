@@ -41,6 +41,13 @@ pub enum Profile {
     Production,
 }
 
+/// The header trusted proxies name the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    XForwardedFor,
+    Forwarded,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -166,6 +173,10 @@ pub struct Limits {
     pub backoff_max: Duration,
     pub account_failures_per_hour: u64,
     pub factor_hard_stop: u64,
+    /// Wrong admin tokens in a row from one address before back-off.
+    pub admin_token_backoff_after: u64,
+    /// IPv6 addresses are counted by this prefix (one /64 is one client).
+    pub ipv6_prefix: u8,
 }
 
 /// The validated, immutable configuration.
@@ -210,6 +221,7 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub trusted_proxies: Vec<IpNet>,
+    pub forwarded_header: ForwardedHeader,
     pub behind_tls_proxy: bool,
     /// Production override for a PostgreSQL TLS mode weaker than verify-full.
     pub database_allow_unverified_tls: bool,

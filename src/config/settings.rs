@@ -65,6 +65,11 @@ pub const SETTINGS: &[Setting] = &[
         "admin_token",
         "admin bearer token (at least 32 bytes); unset means no admin listener",
     ),
+    s(
+        "admin_token_backoff_after",
+        "5",
+        "consecutive wrong admin tokens from one address before exponential back-off (capped by login_backoff_max)",
+    ),
     secret(
         "secret_key",
         "base64 of at least 32 random bytes for keyed hashes and encryption",
@@ -180,6 +185,11 @@ pub const SETTINGS: &[Setting] = &[
         "consecutive failures after which a factor is disabled until reset",
     ),
     s(
+        "ipv6_limit_prefix",
+        "64",
+        "IPv6 clients share per-address limits by this prefix length (32 to 128)",
+    ),
+    s(
         "password_min_length",
         "15",
         "minimum password length in characters (never below 8)",
@@ -279,7 +289,12 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "trusted_proxies",
         "",
-        "comma-separated CIDRs whose X-Forwarded-For is believed",
+        "comma-separated CIDRs whose forwarding header is believed",
+    ),
+    s(
+        "forwarded_header",
+        "x-forwarded-for",
+        "the header trusted proxies report the client in: `x-forwarded-for` or `forwarded` (RFC 7239)",
     ),
     s(
         "behind_tls_proxy",

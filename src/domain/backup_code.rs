@@ -40,9 +40,11 @@ impl BackupCode {
             .filter(|c| *c != '-' && *c != ' ')
             .map(|c| c.to_ascii_uppercase())
             .collect();
+        // Any first character of the alphabet is well-formed: one outside
+        // the issued slots is simply a code that was never issued, and
+        // gets the same answer as any wrong code.
         let valid = normalised.len() == 1 + RANDOM_CHARS
-            && normalised.bytes().all(|b| ALPHABET.contains(&b))
-            && Self::slot_of(normalised.as_bytes()[0]).is_some();
+            && normalised.bytes().all(|b| ALPHABET.contains(&b));
         if valid {
             Ok(Self(Zeroizing::new(normalised)))
         } else {
@@ -52,7 +54,7 @@ impl BackupCode {
 
     fn slot_of(c: u8) -> Option<u8> {
         let i = ALPHABET.iter().position(|a| *a == c)?;
-        (i < BATCH_SIZE).then(|| u8::try_from(i).ok()).flatten()
+        u8::try_from(i).ok()
     }
 
     /// The code for `slot` from `RANDOM_CHARS` random bytes (drawn by the
@@ -69,7 +71,8 @@ impl BackupCode {
         Self(Zeroizing::new(code))
     }
 
-    /// The public slot index (0-9).
+    /// The public slot index: 0-9 for issued codes, up to 31 for a
+    /// well-formed code that no batch can contain.
     pub fn slot(&self) -> u8 {
         Self::slot_of(self.0.as_bytes()[0]).unwrap_or(0)
     }
@@ -117,11 +120,41 @@ mod tests {
             "",
             "ABCD",
             "ABCD-EFGH-IJKL-MNO1",
-            "ZBCD-EFGH-IJKL-MNOP",
             "ABCD-EFGH-IJKL-MNOPQ",
             &"A".repeat(100),
         ] {
             assert!(BackupCode::parse(bad).is_err(), "{bad}");
+        }
+        // The documented form with a first character outside the issued
+        // slots is well-formed (a never-issued code, not a malformed one).
+        let unissued = BackupCode::parse("ZBCD-EFGH-IJKL-MNOP").unwrap();
+        assert_eq!(unissued.slot(), 25);
+    }
+
+    proptest::proptest! {
+        // Any input: no panic; an accepted code is canonical and its
+        // display form parses back to it.
+        #[test]
+        fn parse_is_total_and_canonical(input in "\\PC{0,80}") {
+            if let Ok(code) = BackupCode::parse(&input) {
+                proptest::prop_assert_eq!(code.expose().len(), 16);
+                proptest::prop_assert!(code.expose().bytes().all(|b| ALPHABET.contains(&b)));
+                proptest::prop_assert_eq!(&BackupCode::parse(&code.display_form()).unwrap(), &code);
+                proptest::prop_assert_eq!(&BackupCode::parse(code.expose()).unwrap(), &code);
+                proptest::prop_assert!(code.slot() < 32);
+            }
+        }
+
+        // Every string of the documented form is accepted, in any case and
+        // grouping.
+        #[test]
+        fn the_documented_form_is_accepted(s in "[A-Z2-7]{16}", lower in proptest::bool::ANY) {
+            let grouped = format!("{}-{}-{}-{}", &s[0..4], &s[4..8], &s[8..12], &s[12..16]);
+            let typed = if lower { grouped.to_lowercase() } else { grouped.clone() };
+            let code = BackupCode::parse(&typed).unwrap();
+            proptest::prop_assert_eq!(code.expose(), s.as_str());
+            let shown = code.display_form();
+            proptest::prop_assert_eq!(shown.as_str(), grouped.as_str());
         }
     }
 }

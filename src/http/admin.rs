@@ -1,7 +1,10 @@
 //! The admin listener: its own address (loopback by default), present only
 //! when an admin token is configured. Every route needs
-//! `Authorization: Bearer <admin token>`, compared in constant time;
-//! cookies are ignored. Query strings are never logged (emails are PII).
+//! `Authorization: Bearer <admin token>`, compared in constant time after
+//! the attempt is reserved (wrong tokens back off per address); cookies are
+//! ignored. Query strings are never logged (emails are PII). Reads of users
+//! and of the audit log are audited like actions; `/metrics` is not (it is
+//! scraped often and names nobody).
 
 use axum::Json;
 use axum::Router;
@@ -10,7 +13,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -66,26 +68,10 @@ async fn require_admin(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    let expected = state
-        .auth
-        .config()
-        .admin_token
-        .as_ref()
-        .map(|t| t.expose_secret().to_string())
-        .unwrap_or_default();
-    if expected.is_empty()
-        || !crate::crypto::constant_time_eq(presented.as_bytes(), expected.as_bytes())
-    {
-        let _ = state
-            .auth
-            .record_event(
-                EventKind::AccessDenied,
-                None,
-                &meta,
-                serde_json::json!({"reason": "admin_token"}),
-            )
-            .await;
-        return ApiError::Unauthenticated.into_response();
+    match state.auth.check_admin_token(presented, &meta).await {
+        Ok(true) => {}
+        Ok(false) => return ApiError::Unauthenticated.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
     }
     next.run(req).await
 }
@@ -134,6 +120,7 @@ struct UserList {
 /// `GET /admin/v1/users?email=` (exact, case-insensitive match).
 async fn find_users(
     State(state): State<AppState>,
+    meta: RequestMeta,
     req: Request,
 ) -> Result<Json<UserList>, ApiError> {
     let params = single_params(req.uri().query(), &["email"])?;
@@ -141,7 +128,7 @@ async fn find_users(
         .get("email")
         .ok_or_else(|| ApiError::InvalidRequest("email: required".into()))?;
     let email = Email::parse(raw).map_err(|e| ApiError::InvalidRequest(format!("email: {e}")))?;
-    let found = state.auth.admin_find_user(&email).await?;
+    let found = state.auth.admin_read_users(&email, &meta).await?;
     Ok(Json(UserList {
         users: found.iter().map(AdminUserView::from).collect(),
     }))
@@ -154,14 +141,11 @@ struct OneUser {
 
 async fn get_user(
     State(state): State<AppState>,
+    meta: RequestMeta,
     Path(id): Path<String>,
 ) -> Result<Json<OneUser>, ApiError> {
     let id = parse_id(&id)?;
-    let user = state
-        .auth
-        .admin_get_user(id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let user = state.auth.admin_read_user(id, &meta).await?;
     Ok(Json(OneUser {
         user: AdminUserView::from(&user),
     }))
@@ -305,9 +289,13 @@ fn audit_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
 
 /// `GET /admin/v1/audit?user_id=&kind=&since=&until=&before=&limit=`,
 /// newest first.
-async fn audit(State(state): State<AppState>, req: Request) -> Result<Json<Events>, ApiError> {
+async fn audit(
+    State(state): State<AppState>,
+    meta: RequestMeta,
+    req: Request,
+) -> Result<Json<Events>, ApiError> {
     let filter = audit_filter(req.uri().query())?;
-    let events = state.auth.audit_events(&filter).await?;
+    let events = state.auth.admin_read_events(&filter, &meta).await?;
     let next_before = (events.len() == filter.limit as usize)
         .then(|| events.last().map(|e| e.seq))
         .flatten();

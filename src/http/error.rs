@@ -238,6 +238,7 @@ impl From<RecoveryError> for ApiError {
             RecoveryError::InvalidToken => {
                 ApiError::InvalidRequest("token: invalid, used or expired".into())
             }
+            RecoveryError::WeakPassword(m) => ApiError::WeakPassword(m),
             RecoveryError::Throttled(t) => t.into(),
             RecoveryError::Service(e) => e.into(),
         }

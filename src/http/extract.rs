@@ -95,10 +95,12 @@ impl FromRequestParts<AppState> for RequestMeta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| {
+                let config = state.auth.config();
                 super::client_ip::resolve(
                     *peer,
                     &parts.headers,
-                    &state.auth.config().trusted_proxies,
+                    &config.trusted_proxies,
+                    config.forwarded_header,
                 )
                 .to_string()
             })

@@ -136,4 +136,19 @@ mod tests {
         let long = HeaderValue::from_str(&"a".repeat(1024)).unwrap();
         assert_eq!(sane_request_id(Some(&long)), None);
     }
+
+    proptest::proptest! {
+        // Any header bytes: no panic; an echoed id is the input unchanged,
+        // short, and made only of characters safe in logs and headers.
+        #[test]
+        fn echoed_request_ids_are_plain(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let Ok(v) = HeaderValue::from_bytes(&bytes) else { return Ok(()) };
+            if let Some(id) = sane_request_id(Some(&v)) {
+                proptest::prop_assert_eq!(id.as_bytes(), bytes.as_slice());
+                proptest::prop_assert!(!id.is_empty() && id.len() <= 128);
+                proptest::prop_assert!(id.bytes().all(|b| b.is_ascii_graphic()));
+                proptest::prop_assert!(HeaderValue::from_str(&id).is_ok());
+            }
+        }
+    }
 }

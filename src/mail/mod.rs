@@ -199,6 +199,19 @@ impl Mailer {
         self.enqueue(job);
     }
 
+    /// Runs `work` (which may call [`Mailer::notify`]) as a background
+    /// task, counted as pending until it ends, so [`Mailer::flush`] waits
+    /// for it too. Keeps token issue and mail building off a request path
+    /// whose duration must not depend on them.
+    pub fn defer(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.shared.pending.send_modify(|n| *n += 1);
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            work.await;
+            shared.done();
+        });
+    }
+
     /// Waits until every queued message was delivered or given up on.
     /// Meant for tests and for shutdown (wrap it in a timeout there).
     pub async fn flush(&self) {

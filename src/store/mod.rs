@@ -13,6 +13,7 @@ use crate::domain::audit_chain::{ChainHead, ChainedContent, Digest32, StoredLink
 use crate::domain::{Aal, Email, Session, TokenHash, User, UserId};
 
 pub mod diagnostics;
+pub mod limits;
 mod options;
 pub mod postgres;
 pub mod sqlite;
@@ -97,6 +98,11 @@ ops! {
     ThrottleCount => "throttle_count",
     ThrottleClear => "throttle_clear",
     PurgeThrottles => "purge_throttles",
+    ReserveAttempt => "reserve_attempt",
+    ReserveMfaAttempt => "reserve_mfa_attempt",
+    PurgeUnownedThrottles => "purge_unowned_throttles",
+    EnforceSessionCap => "enforce_session_cap",
+    ResetTokenOwner => "reset_token_owner",
     PurgeAccountTokens => "purge_account_tokens",
     AppendEvent => "append_event",
     ListEvents => "list_events",
@@ -520,7 +526,7 @@ pub trait ThrottleStore: Send + Sync {
 /// Everything a backend provides.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore
+    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore + limits::LimitStore
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -4,6 +4,8 @@
 //! plaintext on its own, and it sets the mode explicitly so that `PGSSLMODE`
 //! in the environment cannot weaken it.
 
+mod limits;
+
 use std::str::FromStr;
 use std::time::Instant;
 

@@ -7,6 +7,8 @@
 //! than sqlx here because the per-query overhead matters on the session-check
 //! hot path (see docs/performance.md).
 
+mod limits;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -361,7 +361,10 @@ async fn export_writes_one_json_line_per_event(b: Backend) {
 // covers: ASVS-16.4.2 (appends serialised in the database)
 async fn four_writers_in_two_processes_keep_one_chain(b: Backend) {
     let mut env = TestEnv::new(b).await;
-    env.set("CASTELLAN_ADMIN_TOKEN", ADMIN_TOKEN);
+    // Each of the 100 wrong tokens below must write its own event, so the
+    // admin back-off (which aggregates them) starts only later.
+    env.set("CASTELLAN_ADMIN_TOKEN", ADMIN_TOKEN)
+        .set("CASTELLAN_ADMIN_TOKEN_BACKOFF_AFTER", "1000");
     store::migrate(&castellan::app::store_options(&env.config()))
         .await
         .unwrap();

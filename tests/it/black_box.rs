@@ -153,6 +153,38 @@ async fn serve_runs_with_no_setup_and_stops_gracefully_on_sigterm() {
     assert!(status.success(), "SIGTERM ends with exit 0: {status}");
 }
 
+/// A login over a raw connection with `user_agent` as the header's bytes;
+/// returns the status line (the server may refuse the request).
+async fn raw_login(port: u16, user_agent: &[u8], who: &str, password: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = json!({"email": who, "password": password}).to_string();
+    let mut req =
+        format!("POST /v1/login HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: ").into_bytes();
+    req.extend_from_slice(user_agent);
+    req.extend_from_slice(
+        format!(
+            "\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream.write_all(&req).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut answer),
+    )
+    .await;
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 // covers: ASVS-16.2.5, ASVS-16.2.4, ASVS-16.2.2, ASVS-16.4.1, ASVS-16.2.1, N63B-16
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
@@ -194,11 +226,19 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // The forged User-Agent as raw bytes: HTTP clients refuse CR/LF and
+    // ESC in headers, a raw socket does not. The server must not turn it
+    // into a second log entry, whatever it answers.
+    for ua in [forged_ua.as_bytes(), b"x\x1b[31mred\x1b[0m".as_slice()] {
+        let status = raw_login(port, ua, &who, PASSWORD).await;
+        assert!(status.starts_with("HTTP/1.1 400"), "{status}");
+    }
+    // obs-text is legal in a header: a C1 control (U+009B, CSI) arrives.
     let r = client
         .post(format!("{base}/v1/login"))
         .header(
             "user-agent",
-            forged_ua.replace('\n', " ").replace('\u{1b}', "^"),
+            reqwest::header::HeaderValue::from_bytes(b"x\xc2\x9b[31m ua").unwrap(),
         )
         .json(&json!({"email": who, "password": PASSWORD}))
         .send()
@@ -266,9 +306,14 @@ async fn logs_never_contain_secrets_and_are_one_json_object_per_line() {
         !text.contains(&who),
         "emails are personal data and stay out of logs"
     );
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\r'),
+        "raw control characters reached the log"
+    );
     for line in text.lines() {
         let v: Value =
             serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert_ne!(v["message"], "forged", "a forged entry: {line}");
         let ts = v["timestamp"].as_str().unwrap();
         assert!(ts.ends_with('Z'), "UTC timestamps: {ts}");
         for key in ["level", "target"] {

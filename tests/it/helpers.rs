@@ -342,30 +342,7 @@ impl TestApp {
         path: &str,
         requests: Vec<(Option<String>, Value)>,
     ) -> Vec<u16> {
-        let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
-        let tasks: Vec<_> = requests
-            .into_iter()
-            .map(|(bearer, body)| {
-                let (client, url, barrier) = (
-                    self.client.clone(),
-                    format!("{}{path}", self.base),
-                    barrier.clone(),
-                );
-                tokio::spawn(async move {
-                    let mut req = client.post(url).json(&body);
-                    if let Some(token) = bearer {
-                        req = req.bearer_auth(token);
-                    }
-                    barrier.wait().await;
-                    req.send().await.expect("request sent").status().as_u16()
-                })
-            })
-            .collect();
-        let mut statuses = Vec::new();
-        for task in tasks {
-            statuses.push(task.await.expect("request task"));
-        }
-        statuses
+        post_at_once_over(&[self], path, requests).await
     }
 
     /// The messages in the mail directory (file transport), as text, oldest first.
@@ -561,4 +538,39 @@ pub async fn sql(env: &TestEnv, statement: &str) {
                 .unwrap();
         }
     }
+}
+
+/// [`TestApp::post_at_once`] with the requests spread round-robin over
+/// several apps (nodes on one database).
+pub async fn post_at_once_over(
+    apps: &[&TestApp],
+    path: &str,
+    requests: Vec<(Option<String>, Value)>,
+) -> Vec<u16> {
+    let barrier = Arc::new(tokio::sync::Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, (bearer, body))| {
+            let app = apps[i % apps.len()];
+            let (client, url, barrier) = (
+                app.client.clone(),
+                format!("{}{path}", app.base),
+                barrier.clone(),
+            );
+            tokio::spawn(async move {
+                let mut req = client.post(url).json(&body);
+                if let Some(token) = bearer {
+                    req = req.bearer_auth(token);
+                }
+                barrier.wait().await;
+                req.send().await.expect("request sent").status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.expect("request task"));
+    }
+    statuses
 }

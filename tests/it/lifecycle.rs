@@ -22,6 +22,7 @@ on_both_backends!(
     the_hard_stop_disables_the_password_until_a_reset,
     second_factor_failures_back_off_too,
     ended_rate_windows_and_expired_tokens_are_deleted,
+    reset_applies_the_whole_policy_with_the_accounts_own_words,
 );
 
 const NEW_PASSWORD: &str = "a brand new passphrase of mine";
@@ -576,6 +577,7 @@ async fn ended_rate_windows_and_expired_tokens_are_deleted(b: Backend) {
     app.register(&e, PASSWORD).await;
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
+    flush(&app).await;
     app.login(&e, "a wrong password, not the real one").await;
     assert_eq!(run_once(&app.auth).await.unwrap(), Purged::default());
     // A day later every fixed window (at most 1h by default) has ended and
@@ -608,4 +610,35 @@ async fn ended_rate_windows_and_expired_tokens_are_deleted(b: Backend) {
         1
     );
     assert_eq!(run_once(&app.auth).await.unwrap(), Purged::default());
+}
+
+async fn reset_applies_the_whole_policy_with_the_accounts_own_words(b: Backend) {
+    let app = spawn_app(b).await;
+    let e = email("ownwords");
+    let session = app.user_with_session(&e).await;
+    app.post("/v1/password/reset/request", json!({"email": e}))
+        .await;
+    flush(&app).await;
+    let token = mailed_token(&app, "#token=");
+    let local = e.split('@').next().unwrap().to_string();
+    // The account's own email, as at change, and its local part padded.
+    for own in [e.clone(), format!("{local} is my passphrase")] {
+        app.post(
+            "/v1/password/reset/confirm",
+            json!({"token": token, "new_password": own}),
+        )
+        .await
+        .assert_error(400, "weak_password");
+    }
+    // Nothing changed and the token is still good.
+    assert_eq!(app.get_bearer("/v1/session", &session).await.status, 200);
+    assert_eq!(
+        app.post(
+            "/v1/password/reset/confirm",
+            json!({"token": token, "new_password": NEW_PASSWORD})
+        )
+        .await
+        .status,
+        204
+    );
 }

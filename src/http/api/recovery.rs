@@ -102,8 +102,8 @@ pub async fn reset_confirm(
     meta: RequestMeta,
     ApiJson(body): ApiJson<ResetConfirm>,
 ) -> Result<StatusCode, ApiError> {
-    // The policy needs no account words here: the token names the account
-    // only after it is spent, so context checks use the global words.
+    // The global policy first (no hashing for a weak password); the use
+    // case adds the account's own words once the token names the account.
     let new = Password::new_for_account(&body.new_password, &state.auth.password_policy(), &[])
         .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
     state
