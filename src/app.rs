@@ -69,6 +69,7 @@ pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result
         config.hash_queue,
         config.argon2,
         keys.backup_pepper.clone(),
+        config.hash_low_priority,
     )?;
     let mailer = crate::mail::Mailer::new(&config);
     Ok(Auth {
@@ -90,7 +91,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
     let public_addr = listener.local_addr()?;
     crate::metrics::handle();
-    let app = http::public_app(AppState { auth: auth.clone() });
+    let app = http::public_app(AppState { auth: Arc::new(auth.clone()) });
     let (shutdown, mut signal) = watch::channel(false);
     let admin_addr = match &config.admin_token {
         None => None,
@@ -105,7 +106,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
                         )
                     })?;
             let addr = admin_listener.local_addr()?;
-            let admin = http::admin::admin_app(AppState { auth: auth.clone() });
+            let admin = http::admin::admin_app(AppState { auth: Arc::new(auth.clone()) });
             let mut stop = shutdown.subscribe();
             tokio::spawn(async move {
                 let served = axum::serve(

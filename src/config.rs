@@ -220,6 +220,11 @@ pub const SETTINGS: &[Setting] = &[
         "password hashes that may wait; beyond it logins get 503",
     ),
     s(
+        "hash_thread_priority",
+        "low",
+        "`low` (hashing threads yield the CPU to request handling) or `normal`",
+    ),
+    s(
         "reset_token_ttl",
         "30m",
         "lifetime of a password-reset token",
@@ -292,6 +297,11 @@ pub const SETTINGS: &[Setting] = &[
         "log_level",
         "info",
         "tracing filter, e.g. `info` or `castellan=debug`",
+    ),
+    s(
+        "log_buffer_lines",
+        "8192",
+        "log lines that may wait for the log writer thread; beyond it lines are dropped",
     ),
     s(
         "trusted_proxies",
@@ -487,6 +497,8 @@ pub struct Config {
     pub argon2: Argon2Config,
     pub hash_threads: usize,
     pub hash_queue: usize,
+    /// Hashing threads run at the lowest OS priority (SCHED_BATCH, nice 19).
+    pub hash_low_priority: bool,
     pub reset_token_ttl: Duration,
     pub verification_token_ttl: Duration,
     pub mail_transport: MailTransport,
@@ -498,6 +510,7 @@ pub struct Config {
     pub totp_issuer: String,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub log_buffer_lines: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub behind_tls_proxy: bool,
     /// Production override for a PostgreSQL TLS mode weaker than verify-full.
@@ -704,6 +717,11 @@ impl Config {
         let parallelism = p.parse("argon2_parallelism", |v| parse_int_in(v, 1, 16));
         let hash_threads = p.parse("hash_threads", |v| parse_int_in(v, 0, 256));
         let hash_queue = p.parse("hash_queue", |v| parse_int_in(v, 1, 100_000));
+        let hash_low_priority = p.parse("hash_thread_priority", |v| match v {
+            "low" => Ok(true),
+            "normal" => Ok(false),
+            _ => Err("must be `low` or `normal`".into()),
+        });
         let reset_token_ttl = p.parse("reset_token_ttl", |v| {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
@@ -769,6 +787,7 @@ impl Config {
                 .map(|_| v.to_string())
                 .map_err(|e| format!("is not a valid tracing filter ({e})"))
         });
+        let log_buffer_lines = p.parse("log_buffer_lines", |v| parse_int_in(v, 1, 1_000_000));
         let trusted_proxies = p.parse("trusted_proxies", parse_cidrs);
         let behind_tls_proxy = p.parse("behind_tls_proxy", parse_bool);
         let database_allow_unverified_tls = p.parse("database_allow_unverified_tls", parse_bool);
@@ -842,6 +861,7 @@ impl Config {
             },
             hash_threads: usize::try_from(hash_threads?).ok()?,
             hash_queue: usize::try_from(hash_queue?).ok()?,
+            hash_low_priority: hash_low_priority?,
             reset_token_ttl: reset_token_ttl?,
             verification_token_ttl: verification_token_ttl?,
             mail_transport: mail_transport?,
@@ -866,6 +886,7 @@ impl Config {
                 Profile::Production => LogFormat::Json,
             }),
             log_level: log_level?,
+            log_buffer_lines: usize::try_from(log_buffer_lines?).ok()?,
             trusted_proxies: trusted_proxies?,
             behind_tls_proxy: behind_tls_proxy?,
             database_allow_unverified_tls: database_allow_unverified_tls?,

@@ -21,6 +21,7 @@ mod lifecycle;
 mod mail_smtp;
 mod mfa;
 mod pg_tls;
+mod request_bounds;
 mod session_security;
 mod sessions;
 mod store_contract;
