@@ -7,8 +7,10 @@
 #
 # Usage: bench/run.sh
 #   BENCH_BEFORE_BIN=/path/to/old/castellan  also measures that binary first,
-#     with the same driver and comparison targets (bench/results/before.*)
+#     with the same driver and comparison targets (bench/results/before.*);
+#     BENCH_BEFORE_COMMIT names its commit in the report
 #   BENCH_SKIP_BUILD=1  use the binaries already in $CARGO_TARGET_DIR/release
+#   BENCH_BIN, BENCH_HASH_COST  other castellan and hash_cost binaries to measure
 #   Short trial: BENCH_USERS=5000 BENCH_BIG=100000 BENCH_ROUNDS=3 BENCH_DURATION=3
 #   Other settings (rounds, durations, connections, BENCH_SKIP): bench/driver.py.
 #
@@ -72,8 +74,9 @@ done
 if [ -n "${BENCH_BEFORE_BIN:-}" ]; then
     step "measuring the earlier binary $BENCH_BEFORE_BIN"
     BENCH_BIN=$BENCH_BEFORE_BIN BENCH_LABEL=${BENCH_BEFORE_LABEL:-before} \
+        BENCH_COMMIT=${BENCH_BEFORE_COMMIT:-$BENCH_BEFORE_BIN} \
         BENCH_JSON=bench/results/before.json BENCH_MD=bench/results/before.md \
         python3 bench/driver.py
 fi
-step "measuring $REL/castellan"
-BENCH_BIN=$REL/castellan python3 bench/driver.py
+step "measuring ${BENCH_BIN:-$REL/castellan}"
+BENCH_BIN=${BENCH_BIN:-$REL/castellan} python3 bench/driver.py

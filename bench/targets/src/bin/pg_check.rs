@@ -24,14 +24,18 @@ async fn seed(pool: &PgPool, n: u64) {
     while start < n {
         let end = (start + chunk).min(n);
         let ids: Vec<i64> = (start..end).map(|i| i as i64).collect();
-        let emails: Vec<String> = (start..end).map(|i| format!("bench{i}@example.com")).collect();
+        let emails: Vec<String> = (start..end)
+            .map(|i| format!("bench{i}@example.com"))
+            .collect();
         let hashes: Vec<Vec<u8>> = (start..end).map(|i| token_hash(&token(i))).collect();
-        sqlx::query("INSERT INTO m_users (id, email) SELECT * FROM UNNEST($1::bigint[], $2::text[])")
-            .bind(&ids)
-            .bind(&emails)
-            .execute(pool)
-            .await
-            .expect("users");
+        sqlx::query(
+            "INSERT INTO m_users (id, email) SELECT * FROM UNNEST($1::bigint[], $2::text[])",
+        )
+        .bind(&ids)
+        .bind(&emails)
+        .execute(pool)
+        .await
+        .expect("users");
         sqlx::query(
             "INSERT INTO m_sessions (token_hash, user_id, expires_at) SELECT h, u, 9223372036854775807 FROM UNNEST($1::bytea[], $2::bigint[]) AS t(h, u)",
         )
@@ -58,7 +62,8 @@ async fn check(State(pool): State<PgPool>, headers: HeaderMap) -> Response {
     .expect("query");
     match row {
         Some((id, email, exp)) => {
-            Json(serde_json::json!({"user": {"id": id, "email": email}, "expires_at": exp})).into_response()
+            Json(serde_json::json!({"user": {"id": id, "email": email}, "expires_at": exp}))
+                .into_response()
         }
         None => StatusCode::UNAUTHORIZED.into_response(),
     }
@@ -68,13 +73,20 @@ async fn check(State(pool): State<PgPool>, headers: HeaderMap) -> Response {
 async fn main() {
     let url = env_or("BENCH_DB", "postgres://localhost/postgres");
     let size: u32 = env_or("BENCH_POOL", "5").parse().expect("BENCH_POOL");
-    let pool = PgPoolOptions::new().max_connections(size).min_connections(size).connect(&url).await.expect("connect");
+    let pool = PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(size)
+        .connect(&url)
+        .await
+        .expect("connect");
     let n: u64 = env_or("BENCH_SEED", "0").parse().expect("BENCH_SEED");
     if n > 0 {
         seed(&pool, n).await;
         write_tokens(&env_or("BENCH_TOKENS", "/tmp/bench-minimal.tokens"), n).expect("tokens");
     }
-    let app = Router::new().route("/v1/session", get(check)).with_state(pool);
+    let app = Router::new()
+        .route("/v1/session", get(check))
+        .with_state(pool);
     let listener = castellan_bench_targets::listen().await;
     axum::serve(listener, app).await.expect("serve");
 }

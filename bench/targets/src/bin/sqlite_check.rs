@@ -17,8 +17,10 @@ thread_local! {
 
 fn open(path: &str) -> Connection {
     let c = Connection::open(path).expect("open");
-    c.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;")
-        .expect("pragmas");
+    c.execute_batch(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA busy_timeout=5000;",
+    )
+    .expect("pragmas");
     c
 }
 
@@ -33,14 +35,18 @@ fn seed(path: &str, n: u64) {
     .expect("schema");
     let tx = c.transaction().expect("tx");
     {
-        let mut u = tx.prepare("INSERT INTO users (id, email) VALUES (?1, ?2)").expect("prep");
+        let mut u = tx
+            .prepare("INSERT INTO users (id, email) VALUES (?1, ?2)")
+            .expect("prep");
         let mut s = tx
             .prepare("INSERT INTO sessions (token_hash, user_id, expires_at) VALUES (?1, ?2, ?3)")
             .expect("prep");
         for i in 0..n {
             let id = i as i64;
-            u.execute(params![id, format!("bench{i}@example.com")]).expect("user");
-            s.execute(params![token_hash(&token(i)), id, i64::MAX]).expect("session");
+            u.execute(params![id, format!("bench{i}@example.com")])
+                .expect("user");
+            s.execute(params![token_hash(&token(i)), id, i64::MAX])
+                .expect("session");
         }
     }
     tx.commit().expect("commit");
@@ -69,7 +75,8 @@ async fn check(State(path): State<&'static str>, headers: HeaderMap) -> Response
     .expect("join");
     match found {
         Some((id, email, exp)) => {
-            Json(serde_json::json!({"user": {"id": id, "email": email}, "expires_at": exp})).into_response()
+            Json(serde_json::json!({"user": {"id": id, "email": email}, "expires_at": exp}))
+                .into_response()
         }
         None => StatusCode::UNAUTHORIZED.into_response(),
     }
@@ -77,13 +84,16 @@ async fn check(State(path): State<&'static str>, headers: HeaderMap) -> Response
 
 #[tokio::main]
 async fn main() {
-    let path: &'static str = Box::leak(env_or("BENCH_DB", "/tmp/bench-minimal.db").into_boxed_str());
+    let path: &'static str =
+        Box::leak(env_or("BENCH_DB", "/tmp/bench-minimal.db").into_boxed_str());
     let n: u64 = env_or("BENCH_SEED", "0").parse().expect("BENCH_SEED");
     if n > 0 {
         seed(path, n);
         write_tokens(&env_or("BENCH_TOKENS", "/tmp/bench-minimal.tokens"), n).expect("tokens");
     }
-    let app = Router::new().route("/v1/session", get(check)).with_state(path);
+    let app = Router::new()
+        .route("/v1/session", get(check))
+        .with_state(path);
     let listener = castellan_bench_targets::listen().await;
     axum::serve(listener, app).await.expect("serve");
 }
