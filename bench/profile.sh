@@ -4,13 +4,14 @@
 # counters) while wrk loads it, then prints the hottest symbols.
 #
 # Usage: bench/profile.sh [health|session|login]   (default session)
-#   BENCH_USERS [5000]  PROFILE_SECONDS [10]  CARGO_TARGET_DIR as for run.sh
+#   BENCH_USERS [5000]  PROFILE_SECONDS [10]  BENCH_BIN (default: the release build)
 # Needs the binaries bench/run.sh builds. SQLite backend.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 REL=${CARGO_TARGET_DIR:-$ROOT/target}/release
+BIN=${BENCH_BIN:-$REL/castellan}
 PHASE=${1:-session}
 USERS=${BENCH_USERS:-5000}
 SECS=${PROFILE_SECONDS:-10}
@@ -31,7 +32,7 @@ export CASTELLAN_SECRET_KEY=$SECRET CASTELLAN_DATA_DIR=$TMP/data CASTELLAN_MAIL_
     CASTELLAN_RATE_LOGIN_PER_IP=1000000000/1m
 PASSWORD=ochre-lantern-quiet-harbor-7391
 start() {
-    (cd "$TMP" && exec "$REL/castellan" serve) >>"$TMP/castellan.log" 2>&1 &
+    (cd "$TMP" && exec "$BIN" serve) >>"$TMP/castellan.log" 2>&1 &
     PID=$!
     for _ in $(seq 1 100); do
         curl -fsS -o /dev/null "http://127.0.0.1:$PORT/health/live" 2>/dev/null && return 0
