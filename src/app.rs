@@ -91,7 +91,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
     let public_addr = listener.local_addr()?;
     crate::metrics::handle();
-    let app = http::public_app(AppState { auth: Arc::new(auth.clone()) });
+    let app = http::public_app(AppState {
+        auth: Arc::new(auth.clone()),
+    });
     let (shutdown, mut signal) = watch::channel(false);
     let admin_addr = match &config.admin_token {
         None => None,
@@ -106,7 +108,9 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
                         )
                     })?;
             let addr = admin_listener.local_addr()?;
-            let admin = http::admin::admin_app(AppState { auth: Arc::new(auth.clone()) });
+            let admin = http::admin::admin_app(AppState {
+                auth: Arc::new(auth.clone()),
+            });
             let mut stop = shutdown.subscribe();
             tokio::spawn(async move {
                 let served = axum::serve(

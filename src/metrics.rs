@@ -169,7 +169,9 @@ impl RouteMetrics {
             })
             .increment(1);
         self.duration[c]
-            .get_or_init(|| metrics::histogram!(HTTP_DURATION, "route" => route, "status" => CLASSES[c]))
+            .get_or_init(
+                || metrics::histogram!(HTTP_DURATION, "route" => route, "status" => CLASSES[c]),
+            )
             .record(elapsed.as_secs_f64());
     }
 }

@@ -94,7 +94,8 @@ thread_local! {
 fn argon2_raw(params: &Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> anyhow::Result<()> {
     let blocks = params.block_count();
     let mut run = |memory: &mut [Block]| {
-        let result = argon2(params).hash_password_into_with_memory(password, salt, out, &mut *memory);
+        let result =
+            argon2(params).hash_password_into_with_memory(password, salt, out, &mut *memory);
         memory.fill(Block::new());
         result.map_err(|e| anyhow!("argon2 hashing failed: {e}"))
     };
@@ -128,7 +129,9 @@ fn hash_blocking(params: &Params, password: &[u8]) -> anyhow::Result<String> {
 /// thread's reused memory; `None` if the hash is not one this can check.
 fn matches_argon2id(password: &[u8], parsed: &PasswordHash) -> Option<bool> {
     if parsed.algorithm != Algorithm::Argon2id.ident()
-        || parsed.version.is_some_and(|v| v != u32::from(Version::V0x13))
+        || parsed
+            .version
+            .is_some_and(|v| v != u32::from(Version::V0x13))
     {
         return None;
     }

@@ -255,4 +255,32 @@ mod tests {
         let long = HeaderValue::from_str(&"a".repeat(1024)).unwrap();
         assert_eq!(sane_request_id(Some(&long)), None);
     }
+
+    #[test]
+    fn methods_outside_the_standard_nine_are_other() {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        for junk in ["get", "PROPFIND", "BREW", &"X".repeat(20 * 1024)] {
+            let method = Method::from_bytes(junk.as_bytes()).unwrap();
+            assert_eq!(
+                method_label(&method),
+                "other",
+                "{}",
+                &junk[..junk.len().min(10)]
+            );
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_and_sane() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let value = HeaderValue::from_str(&id).unwrap();
+            assert_eq!(sane_request_id(Some(&value)), Some(id));
+        }
+    }
 }

@@ -64,7 +64,9 @@ fn series(metrics: &str) -> usize {
 fn junk_method(i: usize, len: usize) -> String {
     let mut m = format!("JUNK{i}X");
     while m.len() < len {
-        m.push(char::from(b'A' + u8::try_from((m.len() * 7 + i) % 26).unwrap()));
+        m.push(char::from(
+            b'A' + u8::try_from((m.len() * 7 + i) % 26).unwrap(),
+        ));
     }
     m
 }
@@ -154,7 +156,11 @@ async fn hang_up(addr: &str, body: &str, path: &str, mid_body: bool, delay_us: u
     let Ok(mut s) = TcpStream::connect(addr).await else {
         return;
     };
-    let announced = if mid_body { body.len() + 100 } else { body.len() };
+    let announced = if mid_body {
+        body.len() + 100
+    } else {
+        body.len()
+    };
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {announced}\r\n\r\n"
     );
@@ -309,7 +315,10 @@ async fn a_login_flood_is_shed_and_session_checks_keep_working(backend: Backend)
                     &[],
                 )
                 .await;
-            (r.status.as_u16(), r.header("retry-after").map(str::to_string))
+            (
+                r.status.as_u16(),
+                r.header("retry-after").map(str::to_string),
+            )
         });
     }
     let mut shed = 0;
