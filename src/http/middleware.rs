@@ -1,8 +1,6 @@
 //! Cross-cutting HTTP concerns: request ids and the request span, security
 //! headers, the body-size cap, and the last-resort panic handler.
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -12,57 +10,11 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use super::error::ApiError;
+use super::request_id::{REQUEST_ID, new_request_id, sane_request_id};
+pub use super::request_id::{RequestId, X_REQUEST_ID, current_request_id};
 
 /// Largest accepted request body (contract: 64 KiB, else 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    /// The current request's id, for error bodies built deep in the stack
-    /// (a `HeaderValue`: cloning it only bumps a reference count).
-    static REQUEST_ID: HeaderValue;
-}
-
-/// The id of the request being served, or an empty string outside one.
-pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(|id| id.to_str().unwrap_or_default().to_owned())
-        .unwrap_or_default()
-}
-
-/// The request id as a request extension, for extractors.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// An incoming id is echoed only if it is short and plain; anything else
-/// (control characters, header injection, 1 KiB of junk) is replaced.
-fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
-    let text = value?.to_str().ok()?;
-    let ok = !text.is_empty()
-        && text.len() <= 128
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    ok.then(|| text.to_string())
-}
-
-/// A new request id: 16 hex digits drawn once per process from the OS
-/// generator, then a counter. Unique across nodes and restarts without a
-/// system call per request (a v4 UUID asks the OS for randomness each time).
-fn new_request_id() -> String {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| {
-        crate::crypto::random_bytes::<8>()
-            .map(u64::from_le_bytes)
-            .unwrap_or_else(|_| u64::from(std::process::id()))
-    });
-    format!(
-        "{prefix:016x}-{:x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// The method as a label or log field, from a closed set: a client can
 /// send any token as the method (20 KB of random letters), and each

@@ -11,6 +11,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::sync::Arc;
+
 use crate::auth::Auth;
 
 pub mod admin;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod request_id;
 pub mod views;
 
 use error::ApiError;
@@ -29,7 +32,8 @@ use error::ApiError;
 /// its keys on every request.
 #[derive(Clone)]
 pub struct AppState {
-    pub auth: std::sync::Arc<Auth>,
+    /// The use cases: HTTP reaches storage only through them.
+    pub auth: Arc<Auth>,
 }
 
 #[derive(OpenApi)]
@@ -100,7 +104,7 @@ pub fn public_app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn(middleware::limit_body))
         .layer(from_fn_with_state(
-            state.auth.config.profile == crate::config::Profile::Production,
+            state.auth.config().profile == crate::config::Profile::Production,
             middleware::security_headers,
         ))
         .layer(from_fn(middleware::request_context))
