@@ -25,6 +25,7 @@ fn start(threads: usize) -> anyhow::Result<Hasher> {
         },
         // The backup-code pepper plays no part in password hashing.
         zeroize::Zeroizing::new([0u8; 32]),
+        false,
     )
 }
 

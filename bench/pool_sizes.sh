@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Session-check throughput and p99 against PostgreSQL at several castellan
-# pool sizes: runs bench/run.sh (session phase only) once per size and
+# pool sizes: runs bench/phases.sh (session phase only) once per size and
 # repetition, then prints one table of medians. See docs/operations/pool-sizing.md.
 #
 # Usage: bench/pool_sizes.sh
@@ -11,7 +11,7 @@
 #   POOL_MAX_OTHER [10]    a run where other processes used more than this share
 #                          of the machine (%) is disturbed and is run again (twice at most)
 #   POOL_OUT [bench/results/pool_sizes.md]  where the table goes
-#   BENCH_* as for bench/run.sh (BENCH_SKIP_BUILD=1 after one release build;
+#   BENCH_* as for bench/phases.sh (BENCH_SKIP_BUILD=1 after one release build;
 #   BENCH_DURATION, BENCH_USERS, BENCH_SESSION_CONNS, ...). BENCH_BACKENDS,
 #   BENCH_PHASES and BENCH_PG_MAX_CONNECTIONS are set here.
 #
@@ -52,7 +52,7 @@ run_one() {
             "$(cut -d' ' -f1-3 /proc/loadavg)"
         BENCH_BACKENDS=postgres BENCH_PHASES=session BENCH_PG_MAX_CONNECTIONS=$pg_max \
             BENCH_REPORT=$LOGS/size$size-rep$rep.md CASTELLAN_DB_MAX_CONNECTIONS=$size \
-            bench/run.sh >"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
+            bench/phases.sh >"$log" 2>&1 || { tail -n 30 "$log" >&2; exit 1; }
         line=$(grep -E '^session +requests=' "$log" | tail -n 1)
         [ -n "$line" ] || { tail -n 30 "$log" >&2; exit 1; }
         line=$(printf '%s\n' "$line" | python3 -c '

@@ -70,6 +70,7 @@ pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result
         config.hash_queue,
         config.argon2,
         keys.backup_pepper.clone(),
+        config.hash_low_priority,
     )?;
     let mailer = crate::mail::Mailer::new(&config);
     Ok(Auth::new(config, store, keys, hasher, clock, mailer))

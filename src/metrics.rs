@@ -3,10 +3,11 @@
 //! served on the admin listener's `/metrics`. No metric is a constant:
 //! counters move where the work happens, gauges are read at scrape time.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
-use std::time::Instant;
-
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// HTTP requests by route template, method and status class.
@@ -79,17 +80,6 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-/// The status class label of a status code (`2xx`, `4xx`, ...).
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 /// Times one database operation: created once the connection is held, it
 /// records [`DB_QUERY_DURATION`] for its `op` when dropped, so every exit
 /// (success, error, early return) is counted exactly once.
@@ -110,12 +100,112 @@ impl QueryTimer {
 
 impl Drop for QueryTimer {
     fn drop(&mut self) {
-        metrics::histogram!(DB_QUERY_DURATION, "op" => self.op)
-            .record(self.started.elapsed().as_secs_f64());
+        query_histogram(self.op).record(self.started.elapsed().as_secs_f64());
     }
+}
+
+/// The duration histogram of a storage operation (a closed set of names),
+/// registered once per name.
+fn query_histogram(op: &'static str) -> Histogram {
+    static OPS: OnceLock<RwLock<HashMap<&'static str, Histogram>>> = OnceLock::new();
+    let map = OPS.get_or_init(Default::default);
+    if let Some(found) = map.read().ok().and_then(|m| m.get(op).cloned()) {
+        return found;
+    }
+    let histogram = metrics::histogram!(DB_QUERY_DURATION, "op" => op);
+    if let Ok(mut write) = map.write() {
+        write.insert(op, histogram.clone());
+    }
+    histogram
 }
 
 /// Records one wait for a database connection that began at `started`.
 pub fn record_acquire_wait(started: Instant) {
-    metrics::histogram!(DB_ACQUIRE_WAIT).record(started.elapsed().as_secs_f64());
+    static WAIT: OnceLock<Histogram> = OnceLock::new();
+    WAIT.get_or_init(|| metrics::histogram!(DB_ACQUIRE_WAIT))
+        .record(started.elapsed().as_secs_f64());
+}
+
+/// The methods of the `method` label, the closed set of
+/// [`crate::http::middleware::method_label`].
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+];
+/// Status classes, plus `499` for requests the client abandoned.
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "499"];
+
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=498 => 3,
+        499 => 5,
+        _ => 4,
+    }
+}
+
+/// The HTTP metric handles of one route template, registered with the
+/// recorder the first time a label combination is used and kept, so a
+/// request costs no label strings and no registry lookup.
+pub struct RouteMetrics {
+    route: &'static str,
+    requests: [[OnceLock<Counter>; CLASSES.len()]; METHODS.len()],
+    duration: [OnceLock<Histogram>; CLASSES.len()],
+}
+
+impl RouteMetrics {
+    /// Counts one finished request and records its duration.
+    pub fn record(&self, method: &str, status: u16, elapsed: Duration) {
+        let m = METHODS
+            .iter()
+            .position(|&x| x == method)
+            .unwrap_or(METHODS.len() - 1);
+        let c = class_index(status);
+        let route = self.route;
+        self.requests[m][c]
+            .get_or_init(|| {
+                metrics::counter!(HTTP_REQUESTS, "route" => route, "method" => METHODS[m], "status" => CLASSES[c])
+            })
+            .increment(1);
+        self.duration[c]
+            .get_or_init(
+                || metrics::histogram!(HTTP_DURATION, "route" => route, "status" => CLASSES[c]),
+            )
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+/// Handles by route template. Only templates the router matched (and
+/// `unmatched`) ever get here, a set fixed at build time, so the map and
+/// the leaked entries stay bounded.
+static ROUTES: OnceLock<RwLock<HashMap<&'static str, &'static RouteMetrics>>> = OnceLock::new();
+
+/// The handles of a route template.
+pub fn route(template: &str) -> &'static RouteMetrics {
+    let map = ROUTES.get_or_init(Default::default);
+    if let Some(found) = map.read().ok().and_then(|m| m.get(template).copied()) {
+        return found;
+    }
+    let mut write = match map.write() {
+        Ok(w) => w,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    if let Some(found) = write.get(template) {
+        return found;
+    }
+    let name: &'static str = Box::leak(template.to_owned().into_boxed_str());
+    let entry: &'static RouteMetrics = Box::leak(Box::new(RouteMetrics {
+        route: name,
+        requests: Default::default(),
+        duration: Default::default(),
+    }));
+    write.insert(name, entry);
+    entry
+}
+
+/// The in-flight gauge, registered once.
+pub fn http_in_flight() -> &'static Gauge {
+    static GAUGE: OnceLock<Gauge> = OnceLock::new();
+    GAUGE.get_or_init(|| metrics::gauge!(HTTP_IN_FLIGHT))
 }

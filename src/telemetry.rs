@@ -3,23 +3,38 @@
 //! by both formats (JSON by its string escapes; pretty by [`pretty_fields`],
 //! since the stock formatter passes line breaks through), so a crafted
 //! value cannot forge a log line or drive a terminal.
+//!
+//! Lines are written by one background thread fed through a bounded queue
+//! (`log_buffer_lines`): a request never waits for stdout. When the queue
+//! is full, new lines are dropped rather than waited for.
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use crate::config::LogFormat;
 
 /// Installs the global subscriber; logs go to stdout, or to stderr when
-/// stdout carries a command's output.
-pub fn init(format: LogFormat, filter: &str, to_stdout: bool) {
+/// stdout carries a command's output. Keep the returned guard alive until
+/// the process ends: dropping it flushes the queued lines.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    to_stdout: bool,
+    buffer_lines: usize,
+) -> Option<WorkerGuard> {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let writer = if to_stdout {
-        BoxMakeWriter::new(std::io::stdout)
+    let builder = NonBlockingBuilder::default()
+        .buffered_lines_limit(buffer_lines.max(1))
+        .lossy(true)
+        .thread_name("castellan-log");
+    let (writer, guard) = if to_stdout {
+        builder.finish(std::io::stdout())
     } else {
-        BoxMakeWriter::new(std::io::stderr)
+        builder.finish(std::io::stderr())
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -37,8 +52,8 @@ pub fn init(format: LogFormat, filter: &str, to_stdout: bool) {
             .fmt_fields(pretty_fields())
             .try_init(),
     };
-    // A second init (tests) keeps the first subscriber.
-    drop(result);
+    // A second init (tests) keeps the first subscriber and its writer.
+    result.ok().map(|()| guard)
 }
 
 /// `name=value` fields for the pretty format with every control character

@@ -1,5 +1,6 @@
 -- GET /v1/session with a bearer token picked at random per request from the
 -- seeded tokens.  Usage: wrk ... -s session.lua URL -- TOKENS_FILE
+-- BENCH_SESSION_PATH (default /v1/session) serves the comparison targets.
 dofile((os.getenv("BENCH_WRK_DIR") or "bench/wrk") .. "/report.lua")
 
 local reqs = {}
@@ -10,11 +11,15 @@ function init(args)
    local f = assert(io.open(path, "r"))
    for token in f:lines() do
       if #token > 0 then
-         reqs[#reqs + 1] = wrk.format("GET", "/v1/session", { ["Authorization"] = "Bearer " .. token })
+         reqs[#reqs + 1] = wrk.format("GET", os.getenv("BENCH_SESSION_PATH") or "/v1/session", { ["Authorization"] = "Bearer " .. token })
       end
    end
    f:close()
    if #reqs == 0 then error("no tokens in " .. path) end
+end
+
+function response(status, headers, body)
+   count_status(status)
 end
 
 function request()

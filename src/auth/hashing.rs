@@ -6,14 +6,16 @@
 //! `Retry-After`) instead of piling up memory, and the async runtime that
 //! serves session checks never waits behind a hash.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use anyhow::anyhow;
-use argon2::password_hash::phc::PasswordHash;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use tokio::sync::oneshot;
 use tracing::Span;
 use zeroize::Zeroizing;
@@ -78,12 +80,75 @@ fn argon2(params: &Params) -> Argon2<'static> {
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
 }
 
+thread_local! {
+    /// This hashing thread's Argon2 working memory (`m_cost` KiB), allocated
+    /// by its first hash and reused by every later one. Allocating 19 MiB per
+    /// hash instead let the allocator keep freed blocks around per thread
+    /// and arena, so resident memory under a login flood grew well past
+    /// threads x `m_cost`; now it is bounded by exactly that.
+    static MEMORY: RefCell<Vec<Block>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs Argon2 `params` over `password` and `salt` into `out`, in this
+/// thread's reused memory; wiped afterwards, as the crate does with its own.
+fn argon2_raw(params: &Params, password: &[u8], salt: &[u8], out: &mut [u8]) -> anyhow::Result<()> {
+    let blocks = params.block_count();
+    let mut run = |memory: &mut [Block]| {
+        let result =
+            argon2(params).hash_password_into_with_memory(password, salt, out, &mut *memory);
+        memory.fill(Block::new());
+        result.map_err(|e| anyhow!("argon2 hashing failed: {e}"))
+    };
+    MEMORY.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut memory) => {
+            if memory.len() < blocks {
+                memory.resize(blocks, Block::new());
+            }
+            run(memory.get_mut(..blocks).unwrap_or_default())
+        }
+        // Not reachable (a job never nests another); allocate once then.
+        Err(_) => run(&mut vec![Block::new(); blocks]),
+    })
+}
+
 fn hash_blocking(params: &Params, password: &[u8]) -> anyhow::Result<String> {
     let salt = crypto::random_bytes::<16>()?;
-    let hash = argon2(params)
-        .hash_password_with_salt(password, &salt)
-        .map_err(|e| anyhow!("argon2 hashing failed: {e}"))?;
+    let mut out = [0u8; 32];
+    argon2_raw(params, password, &salt, &mut out)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| anyhow!("argon2 parameters: {e}"))?,
+        salt: Some(Salt::new(&salt).map_err(|e| anyhow!("argon2 salt: {e}"))?),
+        hash: Some(Output::new(&out).map_err(|e| anyhow!("argon2 output: {e}"))?),
+    };
     Ok(hash.to_string())
+}
+
+/// Whether `password` matches a parsed Argon2id hash, computed in this
+/// thread's reused memory; `None` if the hash is not one this can check.
+fn matches_argon2id(password: &[u8], parsed: &PasswordHash) -> Option<bool> {
+    if parsed.algorithm != Algorithm::Argon2id.ident()
+        || parsed
+            .version
+            .is_some_and(|v| v != u32::from(Version::V0x13))
+    {
+        return None;
+    }
+    let stored = parsed.hash.as_ref()?;
+    let salt = parsed.salt.as_ref()?;
+    let params = Params::try_from(parsed).ok()?;
+    let mut out = vec![0u8; stored.len()];
+    let params = Params::new(
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        Some(out.len()),
+    )
+    .ok()?;
+    argon2_raw(&params, password, salt.as_ref(), &mut out).ok()?;
+    // `Output`'s equality is constant-time.
+    Some(Output::new(&out).ok()? == *stored)
 }
 
 fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verified {
@@ -93,7 +158,8 @@ fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verified {
             needs_rehash: true,
         };
     };
-    let matches = argon2(params).verify_password(password, &parsed).is_ok();
+    let matches = matches_argon2id(password, &parsed)
+        .unwrap_or_else(|| argon2(params).verify_password(password, &parsed).is_ok());
     let current = Params::try_from(&parsed).ok();
     let needs_rehash = parsed.algorithm.as_str() != "argon2id"
         || current.is_none_or(|p| {
@@ -107,14 +173,43 @@ fn verify_blocking(params: &Params, password: &[u8], stored: &str) -> Verified {
     }
 }
 
+/// Moves the calling thread to `SCHED_BATCH` at nice 19: the scheduler
+/// then gives it only the CPU time that threads at normal priority (the
+/// async workers serving session checks) leave unused, so a login flood
+/// slows logins down instead of every request. Lowering one's own priority
+/// needs no privilege; if the OS refuses anyway, hashing still works.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+            set_thread_priority_and_policy, thread_native_id,
+        };
+        let result = set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        );
+        if let Err(e) = result {
+            tracing::warn!(error = ?e, "could not lower the priority of a hashing thread");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    }
+}
+
 impl Hasher {
     /// Starts `threads` hashing threads (0 = one per CPU) with room for
-    /// `queue` waiting jobs.
+    /// `queue` waiting jobs; with `low_priority` they run at the lowest OS
+    /// priority (see [`lower_priority`]).
     pub fn start(
         threads: usize,
         queue: usize,
         cost: Argon2Config,
         pepper: Zeroizing<[u8; 32]>,
+        low_priority: bool,
     ) -> anyhow::Result<Self> {
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| anyhow!("invalid Argon2 parameters: {e}"))?;
@@ -133,6 +228,9 @@ impl Hasher {
             std::thread::Builder::new()
                 .name(format!("argon2-{i}"))
                 .spawn(move || {
+                    if low_priority {
+                        lower_priority();
+                    }
                     loop {
                         // The lock is held only while waiting for the next job.
                         let job = match receiver.lock() {
@@ -292,7 +390,7 @@ mod tests {
     // covers: ASVS-11.4.2, ASVS-11.2.2, N63B-10, N63B-09
     #[tokio::test]
     async fn hashes_are_argon2id_with_unique_salts_and_verify_exactly() {
-        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32])).unwrap();
+        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32]), false).unwrap();
         let long = "x".repeat(100);
         let a = h.hash(&pw(&long)).await.unwrap();
         let b = h.hash(&pw(&long)).await.unwrap();
@@ -318,6 +416,7 @@ mod tests {
                 ..CHEAP
             },
             Zeroizing::new([3; 32]),
+            false,
         )
         .unwrap();
         let v = stronger.verify(&pw(&long), Some(&a)).await.unwrap();
@@ -327,7 +426,7 @@ mod tests {
     // covers: ASVS-6.5.2, N63B-13
     #[tokio::test]
     async fn backup_codes_are_peppered_salted_argon2id() {
-        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32])).unwrap();
+        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32]), false).unwrap();
         let codes = BackupCode::generate_batch().unwrap();
         let hashes = h.hash_backup_codes(&codes).await.unwrap();
         assert_eq!(hashes.len(), 10);
@@ -343,7 +442,7 @@ mod tests {
             .collect();
         assert_eq!(salts.len(), 10, "distinct salts");
         // Another pepper (another deployment's key) does not verify.
-        let other = Hasher::start(1, 4, CHEAP, Zeroizing::new([4; 32])).unwrap();
+        let other = Hasher::start(1, 4, CHEAP, Zeroizing::new([4; 32]), false).unwrap();
         assert!(
             !other
                 .verify_backup_code(&codes[0], &hashes[0])
@@ -363,6 +462,7 @@ mod tests {
                 parallelism: 1,
             },
             Zeroizing::new([3; 32]),
+            false,
         )
         .unwrap();
         let mut tasks = Vec::new();

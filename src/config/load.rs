@@ -159,6 +159,11 @@ impl Config {
         let parallelism = p.parse("argon2_parallelism", |v| parse_int_in(v, 1, 16));
         let hash_threads = p.parse("hash_threads", |v| parse_int_in(v, 0, 256));
         let hash_queue = p.parse("hash_queue", |v| parse_int_in(v, 1, 100_000));
+        let hash_low_priority = p.parse("hash_thread_priority", |v| match v {
+            "low" => Ok(true),
+            "normal" => Ok(false),
+            _ => Err("must be `low` or `normal`".into()),
+        });
         let reset_token_ttl = p.parse("reset_token_ttl", |v| {
             parse_duration_in(v, Duration::from_secs(1), Duration::from_secs(24 * 3600))
         });
@@ -224,6 +229,7 @@ impl Config {
                 .map(|_| v.to_string())
                 .map_err(|e| format!("is not a valid tracing filter ({e})"))
         });
+        let log_buffer_lines = p.parse("log_buffer_lines", |v| parse_int_in(v, 1, 1_000_000));
         let trusted_proxies = p.parse("trusted_proxies", parse_cidrs);
         let forwarded_header = p.parse("forwarded_header", |v| match v {
             "x-forwarded-for" => Ok(ForwardedHeader::XForwardedFor),
@@ -313,6 +319,7 @@ impl Config {
             },
             hash_threads: usize::try_from(hash_threads?).ok()?,
             hash_queue: usize::try_from(hash_queue?).ok()?,
+            hash_low_priority: hash_low_priority?,
             reset_token_ttl: reset_token_ttl?,
             verification_token_ttl: verification_token_ttl?,
             mail_transport: mail_transport?,
@@ -337,6 +344,7 @@ impl Config {
                 Profile::Production => LogFormat::Json,
             }),
             log_level: log_level?,
+            log_buffer_lines: usize::try_from(log_buffer_lines?).ok()?,
             trusted_proxies: trusted_proxies?,
             forwarded_header: forwarded_header?,
             behind_tls_proxy: behind_tls_proxy?,

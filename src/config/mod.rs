@@ -209,6 +209,8 @@ pub struct Config {
     pub argon2: Argon2Config,
     pub hash_threads: usize,
     pub hash_queue: usize,
+    /// Hashing threads run at the lowest OS priority (SCHED_BATCH, nice 19).
+    pub hash_low_priority: bool,
     pub reset_token_ttl: Duration,
     pub verification_token_ttl: Duration,
     pub mail_transport: MailTransport,
@@ -220,6 +222,7 @@ pub struct Config {
     pub totp_issuer: String,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub log_buffer_lines: usize,
     pub trusted_proxies: Vec<IpNet>,
     pub forwarded_header: ForwardedHeader,
     pub behind_tls_proxy: bool,

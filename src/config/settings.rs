@@ -213,6 +213,11 @@ pub const SETTINGS: &[Setting] = &[
         "password hashes that may wait; beyond it logins get 503",
     ),
     s(
+        "hash_thread_priority",
+        "low",
+        "`low` (hashing threads yield the CPU to request handling) or `normal`",
+    ),
+    s(
         "reset_token_ttl",
         "30m",
         "lifetime of a password-reset token",
@@ -285,6 +290,11 @@ pub const SETTINGS: &[Setting] = &[
         "log_level",
         "info",
         "tracing filter, e.g. `info` or `castellan=debug`",
+    ),
+    s(
+        "log_buffer_lines",
+        "8192",
+        "log lines that may wait for the log writer thread; beyond it lines are dropped",
     ),
     s(
         "trusted_proxies",

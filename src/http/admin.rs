@@ -364,7 +364,7 @@ pub fn admin_app(state: AppState) -> Router {
         .layer(from_fn_with_state(state.clone(), require_admin))
         .layer(from_fn(middleware::limit_body))
         .layer(from_fn_with_state(
-            state.clone(),
+            state.auth.config().profile == crate::config::Profile::Production,
             middleware::security_headers,
         ))
         .layer(from_fn(middleware::request_context))

@@ -4,71 +4,141 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, header};
+use axum::http::{HeaderName, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
-use uuid::Uuid;
 
-use super::AppState;
 use super::error::ApiError;
-use super::request_id::{REQUEST_ID, sane_request_id};
+use super::request_id::{REQUEST_ID, new_request_id, sane_request_id};
 pub use super::request_id::{RequestId, X_REQUEST_ID, current_request_id};
-use crate::config::Profile;
 
 /// Largest accepted request body (contract: 64 KiB, else 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// The method as a label or log field, from a closed set: a client can
+/// send any token as the method (20 KB of random letters), and each
+/// distinct value would otherwise become a new metric series and a log
+/// field of that size.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Keeps the in-flight gauge right and logs the request even when the
+/// client hangs up and the request's future is dropped half way.
+struct Finish {
+    metrics: &'static crate::metrics::RouteMetrics,
+    method: &'static str,
+    span: tracing::Span,
+    started: Instant,
+    done: bool,
+}
+
+impl Finish {
+    fn record(&mut self, status: u16) {
+        self.done = true;
+        let elapsed = self.started.elapsed();
+        self.metrics.record(self.method, status, elapsed);
+        self.span.in_scope(|| {
+            tracing::info!(
+                status,
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                "request finished"
+            );
+        });
+    }
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        crate::metrics::http_in_flight().decrement(1.0);
+        if !self.done {
+            // nginx's 499: the client closed the connection first.
+            let elapsed = self.started.elapsed();
+            self.metrics.record(self.method, 499, elapsed);
+            self.span.in_scope(|| {
+                tracing::info!(
+                    elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                    "request abandoned by the client"
+                );
+            });
+        }
+    }
+}
+
 /// Assigns the request id, opens the request span, writes the access log
 /// line (path only: query strings may hold personal data) and echoes the id.
+///
+/// Every label and log field taken from the request comes from a closed
+/// set: the method via [`method_label`], the route template (or
+/// `unmatched`), never the raw path or method.
 pub async fn request_context(mut req: Request, next: Next) -> Response {
-    let id = sane_request_id(req.headers().get(&X_REQUEST_ID))
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
-    req.extensions_mut().insert(RequestId(id.clone()));
+    let id = sane_request_id(req.headers().get(&X_REQUEST_ID)).unwrap_or_else(new_request_id);
+    let header = HeaderValue::from_str(&id).ok();
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().clone();
-    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
-    let started = Instant::now();
-    let in_flight = metrics::gauge!(crate::metrics::HTTP_IN_FLIGHT);
-    in_flight.increment(1.0);
-    // The handler runs in its own task, so a client hanging up cannot
-    // cancel it half way (e.g. between BEGIN and COMMIT on a pooled
-    // connection): work that started finishes, and its result is dropped.
-    let handler = tokio::spawn(
+        .map_or(UNMATCHED, MatchedPath::as_str);
+    let metrics = crate::metrics::route(route);
+    let method = method_label(req.method());
+    let span = tracing::info_span!("request", request_id = %id, method, route);
+    req.extensions_mut().insert(RequestId(id));
+    crate::metrics::http_in_flight().increment(1.0);
+    let mut finish = Finish {
+        metrics,
+        method,
+        span: span.clone(),
+        started: Instant::now(),
+        done: false,
+    };
+    let scoped_id = header.clone().unwrap_or(HeaderValue::from_static(""));
+    let mut response = if req.method().is_safe() {
+        // Reads run inline: a hang-up drops them, and every storage write
+        // they make (the once-a-minute activity stamp) is one statement.
         REQUEST_ID
-            .scope(id.clone(), next.run(req))
-            .instrument(span.clone()),
-    );
-    let mut response = match handler.await {
-        Ok(response) => response,
-        Err(_) => {
+            .scope(scoped_id, next.run(req))
+            .instrument(span)
+            .await
+    } else {
+        // A use case that writes runs to the end in its own task, so a
+        // client hanging up cannot cut it between two of its writes (a
+        // session created but its audit event not). Each transaction is
+        // cancel-safe on its own (sqlx >= 0.9.1 rolls back a transaction
+        // dropped even during BEGIN).
+        let handler = tokio::spawn(
             REQUEST_ID
-                .scope(id.clone(), async { ApiError::Internal.into_response() })
-                .await
+                .scope(scoped_id.clone(), next.run(req))
+                .instrument(span),
+        );
+        match handler.await {
+            Ok(response) => response,
+            Err(_) => {
+                REQUEST_ID
+                    .scope(scoped_id, async { ApiError::Internal.into_response() })
+                    .await
+            }
         }
     };
-    in_flight.decrement(1.0);
-    let class = crate::metrics::status_class(response.status().as_u16());
-    metrics::counter!(crate::metrics::HTTP_REQUESTS, "route" => route.clone(), "method" => method.to_string(), "status" => class)
-        .increment(1);
-    metrics::histogram!(crate::metrics::HTTP_DURATION, "route" => route.clone(), "status" => class)
-        .record(started.elapsed().as_secs_f64());
-    span.in_scope(|| {
-        tracing::info!(
-            status = response.status().as_u16(),
-            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-            "request finished"
-        );
-    });
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    finish.record(response.status().as_u16());
+    if let Some(value) = header {
         response.headers_mut().insert(X_REQUEST_ID.clone(), value);
     }
     response
 }
+
+/// The route label of requests no route matched (404, and 405 fallbacks).
+pub const UNMATCHED: &str = "unmatched";
 
 /// Refuses bodies announced as larger than the cap before reading them.
 pub async fn limit_body(req: Request, next: Next) -> Response {
@@ -84,7 +154,8 @@ pub async fn limit_body(req: Request, next: Next) -> Response {
 }
 
 /// Headers every response carries (a handler may set a stricter value).
-pub async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The state is whether to send HSTS (the production profile).
+pub async fn security_headers(State(hsts): State<bool>, req: Request, next: Next) -> Response {
     let mut response = next.run(req).await;
     let h = response.headers_mut();
     let mut set = |name: HeaderName, value: &'static str| {
@@ -104,7 +175,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         HeaderName::from_static("cross-origin-resource-policy"),
         "same-origin",
     );
-    if state.auth.config().profile == Profile::Production {
+    if hsts {
         set(
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=63072000; includeSubDomains",
@@ -149,6 +220,34 @@ mod tests {
                 proptest::prop_assert!(id.bytes().all(|b| b.is_ascii_graphic()));
                 proptest::prop_assert!(HeaderValue::from_str(&id).is_ok());
             }
+        }
+    }
+
+    #[test]
+    fn methods_outside_the_standard_nine_are_other() {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+        ] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        for junk in ["get", "PROPFIND", "BREW", &"X".repeat(20 * 1024)] {
+            let method = Method::from_bytes(junk.as_bytes()).unwrap();
+            assert_eq!(
+                method_label(&method),
+                "other",
+                "{}",
+                &junk[..junk.len().min(10)]
+            );
+        }
+    }
+
+    #[test]
+    fn generated_request_ids_are_distinct_and_sane() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        for id in [a, b] {
+            let value = HeaderValue::from_str(&id).unwrap();
+            assert_eq!(sane_request_id(Some(&value)), Some(id));
         }
     }
 }

@@ -27,7 +27,9 @@ pub mod views;
 
 use error::ApiError;
 
-/// Shared state of the public listener.
+/// Shared state of the public listener. Handlers take it by value, so it
+/// is one reference count: cloning `Auth` itself copies (and wipes on drop)
+/// its keys on every request.
 #[derive(Clone)]
 pub struct AppState {
     /// The use cases: HTTP reaches storage only through them.
@@ -102,7 +104,7 @@ pub fn public_app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn(middleware::limit_body))
         .layer(from_fn_with_state(
-            state.clone(),
+            state.auth.config().profile == crate::config::Profile::Production,
             middleware::security_headers,
         ))
         .layer(from_fn(middleware::request_context))

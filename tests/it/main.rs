@@ -26,6 +26,7 @@ mod pg_tls;
 mod production;
 mod security_docs;
 mod properties;
+mod request_bounds;
 mod session_security;
 mod sessions;
 mod store_contract;
