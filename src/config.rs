@@ -17,6 +17,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+mod net;
+pub use net::{ListenerLimits, NetConfig, TlsFiles};
+
 /// One declared setting.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
@@ -276,7 +279,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "smtp_ca_file",
         "",
-        "PEM file of extra CA certificates trusted for the SMTP server (default unset: public web PKI roots only)",
+        "PEM file of the CA certificates trusted for the SMTP server, replacing the public roots (default unset: public web PKI roots)",
     ),
     s(
         "totp_issuer",
@@ -337,6 +340,47 @@ pub const SETTINGS: &[Setting] = &[
         "shutdown_timeout",
         "10s",
         "how long in-flight requests may finish after SIGTERM",
+    ),
+    s(
+        "http_header_read_timeout",
+        "10s",
+        "a client must send a request's complete headers (and finish the TLS handshake) within this",
+    ),
+    s(
+        "http_body_read_timeout",
+        "10s",
+        "longest pause between two pieces of a request body",
+    ),
+    s(
+        "http_request_timeout",
+        "30s",
+        "a whole request must be answered within this, else 408",
+    ),
+    s(
+        "http_idle_timeout",
+        "60s",
+        "a connection with no request in flight for this long is closed",
+    ),
+    s(
+        "http_max_connections",
+        "1024",
+        "open connections per listener; further clients wait until one closes",
+    ),
+    s(
+        "tls_cert_file",
+        "",
+        "PEM certificate chain; with tls_key_file castellan serves HTTPS itself",
+    ),
+    s("tls_key_file", "", "PEM private key of tls_cert_file"),
+    s(
+        "tls_reload_interval",
+        "10s",
+        "how often the certificate files are checked for changes (SIGHUP reloads at once)",
+    ),
+    s(
+        "tls_redirect_listen",
+        "",
+        "optional plain-HTTP listener that redirects pages to HTTPS and refuses API calls",
     ),
 ];
 
@@ -509,6 +553,8 @@ pub struct Config {
     pub db_idle_timeout: Duration,
     pub db_max_lifetime: Duration,
     pub shutdown_timeout: Duration,
+    /// Listener limits and native TLS.
+    pub net: NetConfig,
 }
 
 /// Secret key bytes whose `Debug` never shows them.
@@ -790,6 +836,7 @@ impl Config {
         let shutdown_timeout = p.parse("shutdown_timeout", |v| {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
+        let net = net::parse(&mut p);
 
         let profile = profile?;
         let data_dir = data_dir?;
@@ -875,6 +922,7 @@ impl Config {
             db_idle_timeout: db_idle_timeout?,
             db_max_lifetime: db_max_lifetime?,
             shutdown_timeout: shutdown_timeout?,
+            net: net?,
             data_dir,
         };
         config.cross_check(errors);
@@ -907,10 +955,15 @@ impl Config {
                     "is required in production: set CASTELLAN_SECRET_KEY or CASTELLAN_SECRET_KEY_FILE to `openssl rand -base64 32`",
                 );
             }
-            if !self.behind_tls_proxy {
+            let proxied = self.behind_tls_proxy && !self.trusted_proxies.is_empty();
+            if self.net.tls.is_none() && !proxied {
                 fail(
                     "behind_tls_proxy",
-                    "production needs TLS in front of castellan: terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true",
+                    if self.behind_tls_proxy {
+                        "production behind a TLS proxy needs the proxy's addresses: set CASTELLAN_TRUSTED_PROXIES (e.g. 10.0.0.5/32), otherwise every client shares the proxy's address and one attacker can lock everyone out; or let castellan terminate TLS with CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE"
+                    } else {
+                        "production needs TLS: set CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE, or terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true with CASTELLAN_TRUSTED_PROXIES listing the proxy's addresses"
+                    },
                 );
             }
             if self.log_level.contains("trace") || self.log_level.contains("debug") {
@@ -925,10 +978,13 @@ impl Config {
                     "must use https:// in production (mailed links carry tokens)",
                 );
             }
-            if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
+            if !self.admin_listen.ip().is_loopback()
+                && self.admin_token.is_some()
+                && self.net.tls.is_none()
+            {
                 fail(
                     "admin_listen",
-                    "the admin listener serves plain HTTP and must stay on a loopback address in production",
+                    "beyond a loopback address the admin listener must serve TLS in production: set CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE, or bind it to 127.0.0.1",
                 );
             }
         }
@@ -1067,6 +1123,14 @@ struct Parser<'a> {
 }
 
 impl Parser<'_> {
+    /// Records a problem that involves more than the value itself.
+    fn fail(&mut self, key: &str, problem: &str) {
+        self.errors.push(SettingError {
+            setting: format!("CASTELLAN_{}", key.to_ascii_uppercase()),
+            problem: problem.into(),
+        });
+    }
+
     fn parse<T>(
         &mut self,
         key: &'static str,

@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus metric names and the recorder.
 //! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
 //! - [`http`]: routes, extractors, the error mapping and security headers.
+//! - [`net`]: the accept loop (connection cap, timeouts) and native TLS.
 //! - [`jobs`]: background work (deleting ended sessions, audit retention).
 #![forbid(unsafe_code)]
 
@@ -33,5 +34,6 @@ pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod net;
 pub mod store;
 pub mod telemetry;

@@ -15,7 +15,8 @@
 //!   worker like an SMTP failure.
 //! - `smtp` sends through `smtp_host` with lettre's pooled async SMTP client,
 //!   with STARTTLS required, implicit TLS, or (loopback relays only) no TLS.
-//!   Certificates are verified against the web PKI roots plus `smtp_ca_file`.
+//!   Certificates are verified against `smtp_ca_file` alone when it is set,
+//!   else against the web PKI roots.
 //!   Nothing is sent inside the request: [`Mailer::notify`] puts the message
 //!   on a bounded queue and returns.
 //!
@@ -452,7 +453,11 @@ fn tls_parameters(smtp: &SmtpConfig) -> Result<TlsParameters, String> {
     if let Some(pem) = &smtp.ca_pem {
         let cert = Certificate::from_pem(pem)
             .map_err(|_| "does not hold valid PEM certificates".to_string())?;
-        builder = builder.add_root_certificate(cert);
+        // The configured CA replaces the public roots (libpq's meaning of
+        // sslrootcert): a publicly trusted certificate for the host is refused.
+        builder = builder
+            .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
+            .add_root_certificate(cert);
     }
     builder
         .build_rustls()
