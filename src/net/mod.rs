@@ -124,21 +124,26 @@ fn with_request_limits(app: Router, limits: ListenerLimits) -> Router {
             move |req: Request, next: axum::middleware::Next| async move {
                 match tokio::time::timeout(request_timeout, next.run(req)).await {
                     Ok(response) => response,
-                    Err(_) => request_timed_out(),
+                    Err(_) => refusal(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request took too long",
+                    ),
                 }
             },
         ))
 }
 
-/// 408 in the contract's error shape; the connection is closed after it.
-fn request_timed_out() -> Response {
+/// An error in the contract's shape, answered before or instead of the
+/// application; the connection is closed after it.
+fn refusal(status: StatusCode, code: &str, message: &str) -> Response {
     let id = uuid::Uuid::new_v4().to_string();
     let body = serde_json::json!({"error": {
-        "code": "request_timeout",
-        "message": "the request took too long",
+        "code": code,
+        "message": message,
         "request_id": id,
     }});
-    let mut response = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     if let Ok(value) = HeaderValue::from_str(&id) {
@@ -189,7 +194,20 @@ impl Connection {
                 let guard = tracker.begin();
                 let app = app.clone();
                 async move {
-                    let response = app.oneshot(req.map(axum::body::Body::new)).await;
+                    // Request smuggling needs two parsers that disagree on
+                    // where a body ends. castellan's bodies are small JSON
+                    // with a Content-Length, so any Transfer-Encoding (hyper
+                    // lets a chunked one override Content-Length) is refused
+                    // and the connection closed before another byte is parsed.
+                    let response = if req.headers().contains_key(header::TRANSFER_ENCODING) {
+                        Ok(refusal(
+                            StatusCode::BAD_REQUEST,
+                            "invalid_request",
+                            "send the body with Content-Length; Transfer-Encoding is not accepted",
+                        ))
+                    } else {
+                        app.oneshot(req.map(axum::body::Body::new)).await
+                    };
                     drop(guard);
                     response
                 }

@@ -22,6 +22,7 @@ mod listener;
 mod mail_smtp;
 mod mfa;
 mod pg_tls;
+mod pg_trust;
 mod session_security;
 mod sessions;
 mod store_contract;
