@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Parser, parse_addr, parse_duration_in, parse_int_in};
+use super::load::Parser;
+use super::parse::{parse_addr, parse_duration_in, parse_int_in};
 
 /// Limits that protect every listener from slow or greedy clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

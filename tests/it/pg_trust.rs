@@ -52,18 +52,24 @@ async fn only_the_configured_ca_is_trusted_for_the_database() {
         .set("CASTELLAN_DB_ACQUIRE_TIMEOUT", "2s");
     let config = env.config();
     let secret = SecretString::from(url.clone());
-    let err = castellan::store::postgres::PgStore::connect(&secret, &config)
-        .await
-        .err()
-        .expect("refused")
-        .to_string();
+    let err = castellan::store::postgres::PgStore::connect(
+        &secret,
+        &castellan::app::store_options(&config),
+    )
+    .await
+    .err()
+    .expect("refused")
+    .to_string();
     assert!(err.contains("PostgreSQL"), "{err}");
     let chain = format!(
         "{:#}",
-        castellan::store::postgres::PgStore::connect(&secret, &config)
-            .await
-            .err()
-            .unwrap()
+        castellan::store::postgres::PgStore::connect(
+            &secret,
+            &castellan::app::store_options(&config)
+        )
+        .await
+        .err()
+        .unwrap()
     );
     assert!(
         chain.contains("not signed by a CA in sslrootcert"),
@@ -76,9 +82,11 @@ async fn only_the_configured_ca_is_trusted_for_the_database() {
         &format!("sslmode=verify-full&sslrootcert={}", right.display()),
     );
     env.set("CASTELLAN_DATABASE_URL", &url);
-    let store =
-        castellan::store::postgres::PgStore::connect(&SecretString::from(url), &env.config())
-            .await
-            .expect("connects with the configured CA");
+    let store = castellan::store::postgres::PgStore::connect(
+        &SecretString::from(url),
+        &castellan::app::store_options(&env.config()),
+    )
+    .await
+    .expect("connects with the configured CA");
     store.pool().close().await;
 }
