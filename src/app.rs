@@ -15,6 +15,7 @@ use crate::config::{Config, DatabaseConfig, Profile};
 use crate::crypto::{self, Keys};
 use crate::domain::audit_chain::ChainSealer;
 use crate::http::{self, AppState};
+use crate::net;
 use crate::store::{self, Backend, PoolOptions, StoreOptions};
 
 /// A running castellan.
@@ -23,6 +24,8 @@ pub struct Running {
     pub public_addr: SocketAddr,
     /// Where the admin listener is bound, when an admin token is configured.
     pub admin_addr: Option<SocketAddr>,
+    /// Where the plain-HTTP redirect listener is bound, when configured.
+    pub redirect_addr: Option<SocketAddr>,
     /// The use cases, for tests that need to reach past HTTP.
     pub auth: Auth,
     shutdown: watch::Sender<bool>,
@@ -113,8 +116,18 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
     let state = AppState {
         auth: Arc::new(auth.clone()),
     };
-    let app = http::public_app(state.clone());
-    let (shutdown, mut signal) = watch::channel(false);
+    let (shutdown, signal) = watch::channel(false);
+    let tls = start_tls(&config, &shutdown)?;
+    let mut app = http::public_app(state.clone());
+    if tls.is_some() {
+        app = app.layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                axum::http::header::STRICT_TRANSPORT_SECURITY,
+                axum::http::HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+            ),
+        );
+    }
+    let limits = config.net.limits;
     let admin_addr = match &config.admin_token {
         None => None,
         Some(_) => {
@@ -128,22 +141,31 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
                         )
                     })?;
             let addr = admin_listener.local_addr()?;
-            let admin = http::admin::admin_app(state.clone());
-            let mut stop = shutdown.subscribe();
-            tokio::spawn(async move {
-                let served = axum::serve(
-                    admin_listener,
-                    admin.into_make_service_with_connect_info::<SocketAddr>(),
-                )
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await;
-                if let Err(e) = served {
-                    tracing::error!(error = %e, "the admin listener failed");
-                }
-            });
+            let admin = net::Listener {
+                name: "admin",
+                app: http::admin::admin_app(state.clone()),
+                limits,
+                tls: tls.clone(),
+            };
+            spawn_listener(admin_listener, admin, shutdown.subscribe());
             Some(addr)
+        }
+    };
+    let redirect_addr = match config.net.redirect_listen {
+        None => None,
+        Some(addr) => {
+            let plain = TcpListener::bind(addr).await.with_context(|| {
+                format!("cannot listen on {addr} (CASTELLAN_TLS_REDIRECT_LISTEN)")
+            })?;
+            let bound = plain.local_addr()?;
+            let redirect = net::Listener {
+                name: "redirect",
+                app: net::redirect::app(config.public_base_url.clone()),
+                limits,
+                tls: None,
+            };
+            spawn_listener(plain, redirect, shutdown.subscribe());
+            Some(bound)
         }
     };
     tokio::spawn(crate::jobs::session_cleanup::run(
@@ -160,35 +182,72 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         auth.clone(),
         shutdown.subscribe(),
     ));
-    let grace = config.shutdown_timeout;
-    let server = tokio::spawn(async move {
-        let mut drain_signal = signal.clone();
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = signal.wait_for(|stop| *stop).await;
-        });
-        let serve = std::pin::pin!(serve.into_future());
-        // After the signal, in-flight requests get `grace` to finish.
-        tokio::select! {
-            result = serve => result,
-            () = async {
-                let _ = drain_signal.wait_for(|stop| *stop).await;
-                tokio::time::sleep(grace).await;
-            } => {
-                tracing::warn!("shutdown timeout reached; dropping unfinished requests");
-                Ok(())
-            }
-        }
-    });
+    let public = net::Listener {
+        name: "public",
+        app,
+        limits,
+        tls,
+    };
+    let server = tokio::spawn(serve_until_stopped(
+        listener,
+        public,
+        signal,
+        config.shutdown_timeout,
+    ));
     tracing::info!(%public_addr, backend = auth.backend(), "castellan is listening");
     Ok(Running {
         public_addr,
         admin_addr,
+        redirect_addr,
         auth,
         shutdown,
         server,
     })
+}
+
+/// Serves the public listener until the shutdown signal, then gives
+/// in-flight requests `grace` to finish.
+async fn serve_until_stopped(
+    listener: TcpListener,
+    public: net::Listener,
+    signal: watch::Receiver<bool>,
+    grace: std::time::Duration,
+) -> std::io::Result<()> {
+    let mut drain_signal = signal.clone();
+    let serve = std::pin::pin!(net::serve(listener, public, signal));
+    tokio::select! {
+        result = serve => result,
+        () = async {
+            let _ = drain_signal.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("shutdown timeout reached; dropping unfinished requests");
+            Ok(())
+        }
+    }
+}
+
+/// Runs a secondary listener (admin, redirect) until shutdown.
+fn spawn_listener(listener: TcpListener, served: net::Listener, stop: watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let name = served.name;
+        if let Err(e) = net::serve(listener, served, stop).await {
+            tracing::error!(listener = name, error = %e, "a listener failed");
+        }
+    });
+}
+
+/// Loads the certificate when castellan terminates TLS, and starts its
+/// reload watcher.
+fn start_tls(
+    config: &Config,
+    shutdown: &watch::Sender<bool>,
+) -> anyhow::Result<Option<net::tls::Acceptor>> {
+    let Some(files) = &config.net.tls else {
+        return Ok(None);
+    };
+    let certificates = net::tls::Certificates::load(files)?;
+    let acceptor = certificates.acceptor()?;
+    tokio::spawn(certificates.watch(config.net.tls_reload_interval, shutdown.subscribe()));
+    Ok(Some(acceptor))
 }

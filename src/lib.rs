@@ -17,6 +17,7 @@
 //! - [`metrics`]: Prometheus metric names and the recorder.
 //! - [`mail`]: notification mail: content, transports, the delivery queue.
 //! - [`http`]: routes, extractors, the error mapping and security headers.
+//! - [`net`]: the accept loop (connection cap, timeouts) and native TLS.
 //! - [`jobs`]: background work (ended sessions, expired state, audit retention).
 //! - [`doctor`]: the hardening checks and score of `castellan doctor`.
 #![forbid(unsafe_code)]
@@ -36,5 +37,6 @@ pub mod http;
 pub mod jobs;
 pub mod mail;
 pub mod metrics;
+pub mod net;
 pub mod store;
 pub mod telemetry;

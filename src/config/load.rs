@@ -256,6 +256,7 @@ impl Config {
         let shutdown_timeout = p.parse("shutdown_timeout", |v| {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
+        let net = net::parse(&mut p);
 
         let log_shipping = p.parse("log_shipping", |v| {
             if v.len() > 200 || v.chars().any(char::is_control) {
@@ -357,6 +358,7 @@ impl Config {
             shutdown_timeout: shutdown_timeout?,
             log_shipping: log_shipping?,
             doctor_min_score: u32::try_from(doctor_min_score?).ok()?,
+            net: net?,
             data_dir,
         };
         config.cross_check(errors);
@@ -365,13 +367,21 @@ impl Config {
 }
 
 /// Collects errors while parsing each raw value.
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     raw: &'a BTreeMap<&'static str, Raw>,
     errors: &'a mut Vec<SettingError>,
 }
 
 impl Parser<'_> {
-    fn parse<T>(
+    /// Records a problem that involves more than the value itself.
+    pub(super) fn fail(&mut self, key: &str, problem: &str) {
+        self.errors.push(SettingError {
+            setting: format!("CASTELLAN_{}", key.to_ascii_uppercase()),
+            problem: problem.into(),
+        });
+    }
+
+    pub(super) fn parse<T>(
         &mut self,
         key: &'static str,
         f: impl FnOnce(&str) -> Result<T, String>,

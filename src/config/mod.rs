@@ -23,6 +23,7 @@ use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use secrecy::SecretString;
 
 mod load;
+mod net;
 mod parse;
 mod rules;
 pub mod settings;
@@ -31,6 +32,7 @@ mod tests;
 
 pub use load::process_env;
 pub use rules::{database_url_credentials, has_well_known_credentials, is_loopback_host};
+pub use net::{ListenerLimits, NetConfig, TlsFiles};
 pub use parse::{format_duration, parse_duration};
 pub use settings::{SETTINGS, Setting};
 
@@ -99,15 +101,18 @@ impl fmt::Debug for SmtpConfig {
 }
 
 impl SmtpConfig {
-    /// TLS for the SMTP connection: the web PKI roots plus `smtp_ca_file`,
-    /// checking the server name. Validation calls it too, so a CA file that
+    /// TLS for the SMTP connection: `smtp_ca_file` alone when set (it
+    /// replaces the web PKI roots, libpq's meaning of `sslrootcert`), else
+    /// the web PKI roots; the server name is checked. Validation calls it too, so a CA file that
     /// does not parse stops the start.
     pub fn tls_parameters(&self) -> Result<TlsParameters, String> {
         let mut builder = TlsParameters::builder(self.host.clone());
         if let Some(pem) = &self.ca_pem {
             let cert = Certificate::from_pem(pem)
                 .map_err(|_| "does not hold valid PEM certificates".to_string())?;
-            builder = builder.add_root_certificate(cert);
+            builder = builder
+                .certificate_store(lettre::transport::smtp::client::CertificateStore::None)
+                .add_root_certificate(cert);
         }
         builder
             .build_rustls()
@@ -239,6 +244,8 @@ pub struct Config {
     pub log_shipping: String,
     /// `castellan doctor` fails below this score.
     pub doctor_min_score: u32,
+    /// Listener limits and native TLS.
+    pub net: NetConfig,
 }
 
 /// Secret key bytes whose `Debug` never shows them.

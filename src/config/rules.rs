@@ -30,10 +30,15 @@ impl Config {
                     "is required in production: set CASTELLAN_SECRET_KEY or CASTELLAN_SECRET_KEY_FILE to `openssl rand -base64 32`",
                 );
             }
-            if !self.behind_tls_proxy {
+            let proxied = self.behind_tls_proxy && !self.trusted_proxies.is_empty();
+            if self.net.tls.is_none() && !proxied {
                 fail(
                     "behind_tls_proxy",
-                    "production needs TLS in front of castellan: terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true",
+                    if self.behind_tls_proxy {
+                        "production behind a TLS proxy needs the proxy's addresses: set CASTELLAN_TRUSTED_PROXIES (e.g. 10.0.0.5/32), otherwise every client shares the proxy's address and one attacker can lock everyone out; or let castellan terminate TLS with CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE"
+                    } else {
+                        "production needs TLS: set CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE, or terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true with CASTELLAN_TRUSTED_PROXIES listing the proxy's addresses"
+                    },
                 );
             }
             if self.log_level.contains("trace") || self.log_level.contains("debug") {
@@ -56,10 +61,13 @@ impl Config {
                     "logs in with a well-known or trivial password; give castellan's database role a random one (`openssl rand -base64 24`)",
                 );
             }
-            if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
+            if !self.admin_listen.ip().is_loopback()
+                && self.admin_token.is_some()
+                && self.net.tls.is_none()
+            {
                 fail(
                     "admin_listen",
-                    "the admin listener serves plain HTTP and must stay on a loopback address in production",
+                    "beyond a loopback address the admin listener must serve TLS in production: set CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE, or bind it to 127.0.0.1",
                 );
             }
         }

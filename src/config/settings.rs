@@ -274,7 +274,7 @@ pub const SETTINGS: &[Setting] = &[
     s(
         "smtp_ca_file",
         "",
-        "PEM file of extra CA certificates trusted for the SMTP server (default unset: public web PKI roots only)",
+        "PEM file of the CA certificates trusted for the SMTP server, replacing the public roots (default unset: public web PKI roots)",
     ),
     s(
         "totp_issuer",
@@ -355,5 +355,46 @@ pub const SETTINGS: &[Setting] = &[
         "doctor_min_score",
         "80",
         "`castellan doctor` exits non-zero below this score (0 to 100)",
+    ),
+    s(
+        "http_header_read_timeout",
+        "10s",
+        "a client must send a request's complete headers (and finish the TLS handshake) within this",
+    ),
+    s(
+        "http_body_read_timeout",
+        "10s",
+        "longest pause between two pieces of a request body",
+    ),
+    s(
+        "http_request_timeout",
+        "30s",
+        "a whole request must be answered within this, else 408",
+    ),
+    s(
+        "http_idle_timeout",
+        "60s",
+        "a connection with no request in flight for this long is closed",
+    ),
+    s(
+        "http_max_connections",
+        "1024",
+        "open connections per listener; further clients wait until one closes",
+    ),
+    s(
+        "tls_cert_file",
+        "",
+        "PEM certificate chain; with tls_key_file castellan serves HTTPS itself",
+    ),
+    s("tls_key_file", "", "PEM private key of tls_cert_file"),
+    s(
+        "tls_reload_interval",
+        "10s",
+        "how often the certificate files are checked for changes (SIGHUP reloads at once)",
+    ),
+    s(
+        "tls_redirect_listen",
+        "",
+        "optional plain-HTTP listener that redirects pages to HTTPS and refuses API calls",
     ),
 ];

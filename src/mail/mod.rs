@@ -15,7 +15,8 @@
 //!   worker like an SMTP failure.
 //! - `smtp` sends through `smtp_host` with lettre's pooled async SMTP client,
 //!   with STARTTLS required, implicit TLS, or (loopback relays only) no TLS.
-//!   Certificates are verified against the web PKI roots plus `smtp_ca_file`.
+//!   Certificates are verified against `smtp_ca_file` alone when it is set,
+//!   else against the web PKI roots.
 //!   Nothing is sent inside the request: [`Mailer::notify`] puts the message
 //!   on a bounded queue and returns.
 //!

@@ -19,6 +19,8 @@ use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+pub mod server_trust;
+
 use super::{
     AccountStore, BackupCodeHash, Credentials, Event, EventFilter, EventStore, MfaStore, NewEvent,
     NewSession, NewUser, Op, PruneOutcome, SessionStore, Store, StoreError, StoreOptions,
@@ -74,8 +76,30 @@ impl PgStore {
         let options = connect_options(url)?;
         let mode = options.get_ssl_mode();
         check_tls_policy(&options, config)?;
+        // sqlx adds sslrootcert to the public roots; this check trusts only it.
+        let trust = server_trust::ServerTrust::from_options(url.expose_secret(), &options)?
+            .map(std::sync::Arc::new);
+        if let Some(trust) = &trust {
+            trust
+                .check(config.pool.acquire_timeout)
+                .await
+                .context("cannot connect to PostgreSQL")?;
+        }
+        let limit = config.pool.acquire_timeout;
         let max = config.pool.max_connections;
         let pool = PgPoolOptions::new()
+            .after_connect(move |_conn, _meta| {
+                let trust = trust.clone();
+                Box::pin(async move {
+                    if let Some(trust) = trust {
+                        trust
+                            .check(limit)
+                            .await
+                            .map_err(|e| sqlx::Error::Tls(e.into()))?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(max)
             .min_connections(config.pool.min_connections.min(max))
             .acquire_timeout(config.pool.acquire_timeout)

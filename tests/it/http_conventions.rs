@@ -291,6 +291,7 @@ async fn production_responses_carry_hsts_and_dev_ones_do_not(b: Backend) {
     let mut env = crate::helpers::TestEnv::new(b).await;
     env.set("CASTELLAN_PROFILE", "production")
         .set("CASTELLAN_BEHIND_TLS_PROXY", "true")
+        .set("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32")
         .set("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com");
     let production = env.spawn().await;
     for (what, r) in sample_responses(&production).await {

@@ -21,6 +21,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_castellan");
 const PRODUCTION: &[(&str, &str)] = &[
     ("CASTELLAN_PROFILE", "production"),
     ("CASTELLAN_BEHIND_TLS_PROXY", "true"),
+    ("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32"),
     ("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com"),
 ];
 
