@@ -17,6 +17,7 @@ mod black_box;
 mod db_faults;
 mod docs;
 mod http_conventions;
+mod layers;
 mod lifecycle;
 mod mail_smtp;
 mod mfa;
