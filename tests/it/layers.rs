@@ -101,10 +101,7 @@ fn use_statements(lines: &[(usize, String)]) -> Vec<(usize, String)> {
                 .or_else(|| t.strip_prefix("pub(super) "))
                 .unwrap_or(t);
             if let Some(body) = rest.strip_prefix("use ") {
-                current = Some((*n, String::new()));
-                if let Some((_, text)) = current.as_mut() {
-                    text.push_str(body);
-                }
+                current = Some((*n, body.to_string()));
             }
         } else if let Some((_, text)) = current.as_mut() {
             text.push_str(t);
@@ -121,11 +118,14 @@ fn use_statements(lines: &[(usize, String)]) -> Vec<(usize, String)> {
 
 /// Expands a use tree (`a::b::{c, d::e}`) into its paths.
 fn expand(tree: &str) -> Vec<Vec<String>> {
-    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    // One space between words (so `a as b` stays readable), none elsewhere.
+    let tree = tree.split_whitespace().collect::<Vec<_>>().join(" ");
+    let tree = tree.replace(":: ", "::").replace(" ::", "::");
     let tree = tree.trim_end_matches(';');
     let Some(open) = tree.find('{') else {
         return vec![
             tree.split("::")
+                .map(str::trim)
                 .filter(|s| !s.is_empty())
                 .map(String::from)
                 .collect(),
@@ -153,7 +153,7 @@ fn expand(tree: &str) -> Vec<Vec<String>> {
     parts.push(&inner[start..]);
     parts
         .into_iter()
-        .filter(|p| !p.is_empty())
+        .filter(|p| !p.trim().is_empty())
         .flat_map(expand)
         .map(|tail| prefix.iter().cloned().chain(tail).collect())
         .collect()
@@ -351,6 +351,10 @@ fn the_checker_sees_a_forbidden_edge_and_a_cycle() {
     assert_eq!(
         refs,
         vec![(1, "store".to_string()), (3, "metrics".to_string())]
+    );
+    assert_eq!(
+        expand("crate::x::{self as y};"),
+        vec![vec!["crate", "x", "self as y"]]
     );
     assert_eq!(
         expand("crate::a::{b, c::{d, e}};"),
