@@ -19,6 +19,7 @@ mod docs;
 mod doctor;
 mod hostile;
 mod http_conventions;
+mod layers;
 mod lifecycle;
 mod listener;
 mod mail_smtp;

@@ -1,4 +1,5 @@
-//! Every store method, on both backends, through the role traits.
+//! Every store method, on both backends, through the role traits (each
+//! trait method is called at least once here, not only through HTTP).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -6,7 +7,8 @@ use std::time::Duration;
 use castellan::domain::TokenHash;
 use castellan::domain::{Aal, Email, UserId};
 use castellan::store::{
-    self, EventFilter, NewEvent, NewSession, NewUser, Store, StoreError, TokenPurpose,
+    self, BackupCodeHash, EventFilter, NewEvent, NewSession, NewUser, Store, StoreError,
+    TokenPurpose,
 };
 use serde_json::json;
 use time::OffsetDateTime;
@@ -453,4 +455,268 @@ fn both_backends_have_the_same_migration_files() {
         .map(|(n, _)| n.to_string())
         .collect();
     assert_eq!(sqlite, embedded, "every SQLite migration file is embedded");
+}
+
+// The role methods the tests above do not reach (before, only the HTTP
+// tests called them): one test per role, each on both backends.
+
+on_both_backends!(
+    users_are_found_without_the_hash_locked_and_verified,
+    totp_is_enrolled_activated_replay_guarded_and_removed,
+    backup_codes_are_spent_once_and_replaced_together,
+    mfa_failures_count_per_session,
+    password_change_and_reset_end_sessions_and_tokens,
+    blocks_keep_the_latest_and_clear_forgets_keys,
+    prune_moves_the_checkpoint_and_records_itself,
+    ping_answers_and_names_the_backend,
+);
+
+fn key_of(mail: &str) -> String {
+    Email::parse(mail).unwrap().key().to_string()
+}
+
+async fn users_are_found_without_the_hash_locked_and_verified(b: Backend) {
+    let (s, _env) = open(b).await;
+    let t = now();
+    let u = user(&*s, "Dora@Example.com").await;
+    let found = s.find_user(&key_of("dora@example.com")).await.unwrap();
+    assert_eq!(found.map(|f| f.id), Some(u));
+    assert!(
+        s.find_user(&key_of("nobody@example.com"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(s.set_locked(u, true, t).await.unwrap());
+    assert!(s.get_user(u).await.unwrap().unwrap().locked);
+    assert!(s.set_locked(u, false, t).await.unwrap());
+    assert!(!s.get_user(u).await.unwrap().unwrap().locked);
+    assert!(!s.set_locked(UserId(Uuid::new_v4()), true, t).await.unwrap());
+    assert!(!s.get_user(u).await.unwrap().unwrap().email_verified);
+    s.mark_email_verified(u).await.unwrap();
+    assert!(s.get_user(u).await.unwrap().unwrap().email_verified);
+}
+
+fn codes(n: u8) -> Vec<BackupCodeHash> {
+    (0..n)
+        .map(|slot| BackupCodeHash {
+            slot,
+            code_hash: format!("hash-{slot}"),
+        })
+        .collect()
+}
+
+async fn totp_is_enrolled_activated_replay_guarded_and_removed(b: Backend) {
+    let (s, _env) = open(b).await;
+    let t = now();
+    let u = user(&*s, "totp@example.com").await;
+    let sess = session(u, t, false);
+    s.create_session(&sess, 10).await.unwrap();
+    s.put_pending_totp(u, b"sealed-1", t).await.unwrap();
+    s.put_pending_totp(u, b"sealed-2", t).await.unwrap();
+    let pending = s.get_totp(u).await.unwrap().unwrap();
+    assert_eq!(pending.sealed_secret, b"sealed-2");
+    assert!(!pending.enabled);
+    assert_eq!(pending.last_used_step, None);
+    // A pending credential accepts no code.
+    assert!(!s.claim_totp_step(u, 5).await.unwrap());
+    assert!(
+        s.activate_totp(u, 100, &codes(10), sess.id, t)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.activate_totp(u, 101, &codes(10), sess.id, t)
+            .await
+            .unwrap()
+    );
+    assert!(s.get_user(u).await.unwrap().unwrap().mfa_enabled);
+    let (raised, _) = s.find_session(&sess.token_hash).await.unwrap().unwrap();
+    assert_eq!(raised.aal, Aal::Aal2);
+    assert_eq!(s.backup_code_counts(u).await.unwrap(), (10, 10));
+    assert!(matches!(
+        s.put_pending_totp(u, b"sealed-3", t).await,
+        Err(StoreError::Conflict)
+    ));
+    // Only a later step than the last accepted one passes, once.
+    assert!(!s.claim_totp_step(u, 100).await.unwrap());
+    assert!(s.claim_totp_step(u, 101).await.unwrap());
+    assert!(!s.claim_totp_step(u, 101).await.unwrap());
+    s.reseal_totp(u, b"resealed").await.unwrap();
+    let active = s.get_totp(u).await.unwrap().unwrap();
+    assert_eq!(active.sealed_secret, b"resealed");
+    assert!(active.enabled);
+    assert_eq!(active.last_used_step, Some(101));
+    assert!(s.remove_mfa(u).await.unwrap());
+    assert!(s.get_totp(u).await.unwrap().is_none());
+    assert_eq!(s.backup_code_counts(u).await.unwrap(), (0, 0));
+    assert!(!s.get_user(u).await.unwrap().unwrap().mfa_enabled);
+    assert!(!s.remove_mfa(u).await.unwrap());
+}
+
+async fn backup_codes_are_spent_once_and_replaced_together(b: Backend) {
+    let (s, _env) = open(b).await;
+    let t = now();
+    let u = user(&*s, "codes@example.com").await;
+    s.replace_backup_codes(u, &codes(2)).await.unwrap();
+    assert_eq!(s.backup_code_counts(u).await.unwrap(), (2, 2));
+    assert_eq!(
+        s.unused_backup_code(u, 0).await.unwrap().as_deref(),
+        Some("hash-0")
+    );
+    assert!(!s.claim_backup_code(u, 0, "another", t).await.unwrap());
+    assert!(s.claim_backup_code(u, 0, "hash-0", t).await.unwrap());
+    assert!(!s.claim_backup_code(u, 0, "hash-0", t).await.unwrap());
+    assert!(s.unused_backup_code(u, 0).await.unwrap().is_none());
+    assert_eq!(s.backup_code_counts(u).await.unwrap(), (1, 2));
+    s.replace_backup_codes(u, &codes(3)).await.unwrap();
+    assert_eq!(s.backup_code_counts(u).await.unwrap(), (3, 3));
+    assert_eq!(
+        s.unused_backup_code(u, 0).await.unwrap().as_deref(),
+        Some("hash-0")
+    );
+}
+
+async fn mfa_failures_count_per_session(b: Backend) {
+    let (s, _env) = open(b).await;
+    let u = user(&*s, "failures@example.com").await;
+    let (one, two) = (session(u, now(), true), session(u, now(), true));
+    s.create_session(&one, 10).await.unwrap();
+    s.create_session(&two, 10).await.unwrap();
+    assert_eq!(s.record_mfa_failure(one.id).await.unwrap(), 1);
+    assert_eq!(s.record_mfa_failure(one.id).await.unwrap(), 2);
+    assert_eq!(s.record_mfa_failure(two.id).await.unwrap(), 1);
+}
+
+async fn password_change_and_reset_end_sessions_and_tokens(b: Backend) {
+    let (s, _env) = open(b).await;
+    let t = now();
+    let hour = Duration::from_secs(3600);
+    let u = user(&*s, "change@example.com").await;
+    let (kept, other) = (session(u, t, false), session(u, t, false));
+    s.create_session(&kept, 10).await.unwrap();
+    s.create_session(&other, 10).await.unwrap();
+    let early = TokenHash([1; 32]);
+    s.issue_token(&early, u, TokenPurpose::PasswordReset, t, t + hour)
+        .await
+        .unwrap();
+    s.change_password(u, "phc-2", kept.id, t).await.unwrap();
+    assert!(s.find_session(&kept.token_hash).await.unwrap().is_some());
+    assert!(s.find_session(&other.token_hash).await.unwrap().is_none());
+    let key = key_of("change@example.com");
+    let creds = s.find_credentials(&key).await.unwrap().unwrap();
+    assert_eq!(creds.password_hash, "phc-2");
+    // The change deleted the unused reset token.
+    assert_eq!(s.reset_password(&early, "phc-x", t).await.unwrap(), None);
+    let reset = TokenHash([2; 32]);
+    s.issue_token(&reset, u, TokenPurpose::PasswordReset, t, t + hour)
+        .await
+        .unwrap();
+    assert_eq!(s.reset_password(&reset, "phc-3", t).await.unwrap(), Some(u));
+    assert_eq!(s.reset_password(&reset, "phc-4", t).await.unwrap(), None);
+    assert!(s.find_session(&kept.token_hash).await.unwrap().is_none());
+    let creds = s.find_credentials(&key).await.unwrap().unwrap();
+    assert_eq!(creds.password_hash, "phc-3");
+}
+
+async fn blocks_keep_the_latest_and_clear_forgets_keys(b: Backend) {
+    let (s, _env) = open(b).await;
+    let t = now();
+    let hour = Duration::from_secs(3600);
+    let keys = |k: &[&str]| k.iter().map(|k| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        s.throttle_blocked_until(&keys(&["a", "b"]), t)
+            .await
+            .unwrap(),
+        None
+    );
+    s.throttle_block("a", t + hour, t).await.unwrap();
+    s.throttle_block("a", t + hour / 2, t).await.unwrap();
+    assert_eq!(
+        s.throttle_blocked_until(&keys(&["a"]), t).await.unwrap(),
+        Some(t + hour)
+    );
+    s.throttle_block("b", t + 2 * hour, t).await.unwrap();
+    assert_eq!(
+        s.throttle_blocked_until(&keys(&["a", "b", "c"]), t)
+            .await
+            .unwrap(),
+        Some(t + 2 * hour)
+    );
+    assert_eq!(
+        s.throttle_blocked_until(&keys(&["a", "b"]), t + 3 * hour)
+            .await
+            .unwrap(),
+        None
+    );
+    s.throttle_hit("c", t, hour).await.unwrap();
+    s.throttle_clear(&keys(&["a", "c"])).await.unwrap();
+    assert_eq!(s.throttle_count("c").await.unwrap(), 0);
+    assert_eq!(
+        s.throttle_blocked_until(&keys(&["a", "b"]), t)
+            .await
+            .unwrap(),
+        Some(t + 2 * hour)
+    );
+    assert_eq!(
+        s.throttle_blocked_until(&keys(&["a"]), t).await.unwrap(),
+        None
+    );
+}
+
+fn event(kind: &'static str, at: OffsetDateTime) -> NewEvent {
+    NewEvent {
+        id: Uuid::new_v4(),
+        at,
+        kind,
+        user_id: None,
+        ip: "10.0.0.1".into(),
+        user_agent: "ua".into(),
+        request_id: "req".into(),
+        detail: json!({}),
+    }
+}
+
+async fn prune_moves_the_checkpoint_and_records_itself(b: Backend) {
+    let (s, env) = open(b).await;
+    let t = now();
+    let hour = Duration::from_secs(3600);
+    for at in [t - 3 * hour, t - 2 * hour, t] {
+        s.append_event(&event("login_failed", at)).await.unwrap();
+    }
+    let record = event("audit_pruned", t);
+    assert_eq!(
+        s.prune_events(t - 4 * hour, &record).await.unwrap(),
+        None,
+        "nothing is old enough"
+    );
+    let outcome = s.prune_events(t - hour, &record).await.unwrap().unwrap();
+    assert_eq!(outcome.removed, 2);
+    assert_eq!(outcome.through_seq, 2);
+    let left = s.chain_events(0, 10).await.unwrap();
+    assert_eq!(left.iter().map(|e| e.seq).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(left[1].kind, "audit_pruned");
+    assert_eq!(left[1].detail["events_removed"], json!(2));
+    assert_eq!(left[1].detail["through_seq"], json!(2));
+    let head = s.chain_head().await.unwrap();
+    assert_eq!(head.last_seq, 4);
+    assert_eq!(head.checkpoint_seq, 2);
+    let sealer = castellan::app::audit_sealer(&env.config());
+    assert!(
+        castellan::audit::chain::verify(&*s, sealer)
+            .await
+            .unwrap()
+            .is_ok(),
+        "the chain verifies after the prune"
+    );
+}
+
+async fn ping_answers_and_names_the_backend(b: Backend) {
+    let (s, _env) = open(b).await;
+    s.ping().await.unwrap();
+    let expected = match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    assert_eq!(s.backend(), expected);
 }
