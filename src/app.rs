@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -25,6 +26,7 @@ pub struct Running {
     /// The use cases, for tests that need to reach past HTTP.
     pub auth: Auth,
     shutdown: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -46,6 +48,11 @@ impl Running {
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+
+    /// A handle that turns readiness to 503 (the drain before a shutdown).
+    pub fn drain_handle(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
 }
 
 /// Opens storage, starts the hashing pool and binds the listeners.
@@ -56,12 +63,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Opens storage and starts the hashing pool and the mailer: the use cases
 /// without any listener (the `admin` and `audit` commands use this too).
 pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Auth> {
+    assemble(config, clock, false).await
+}
+
+/// [`build_auth`]; `serving` lets a listener start before PostgreSQL is
+/// reachable (it reports not ready until then).
+async fn assemble(config: Config, clock: Arc<dyn Clock>, serving: bool) -> anyhow::Result<Auth> {
     let config = Arc::new(config);
     let master = match &config.secret_key {
         Some(key) => key.clone(),
         None => crypto::load_or_create_dev_key(&config.data_dir)?,
     };
-    let store = store::open(&config).await?;
+    let store = if serving {
+        store::open_for_serving(&config).await?
+    } else {
+        store::open(&config).await?
+    };
     let previous: Vec<_> = config.previous_secret_key.iter().cloned().collect();
     let keys = Keys::derive(&master, &previous);
     let hasher = Hasher::start(
@@ -83,14 +100,18 @@ pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result
 
 /// [`start`] with an injected clock.
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    let auth = build_auth(config, clock).await?;
+    let auth = assemble(config, clock, true).await?;
     let config = auth.config.clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
     let public_addr = listener.local_addr()?;
     crate::metrics::handle();
-    let app = http::public_app(AppState { auth: auth.clone() });
+    let draining = Arc::new(AtomicBool::new(false));
+    let app = http::public_app(AppState {
+        auth: auth.clone(),
+        draining: draining.clone(),
+    });
     let (shutdown, mut signal) = watch::channel(false);
     let admin_addr = match &config.admin_token {
         None => None,
@@ -105,7 +126,10 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
                         )
                     })?;
             let addr = admin_listener.local_addr()?;
-            let admin = http::admin::admin_app(AppState { auth: auth.clone() });
+            let admin = http::admin::admin_app(AppState {
+                auth: auth.clone(),
+                draining: draining.clone(),
+            });
             let mut stop = shutdown.subscribe();
             tokio::spawn(async move {
                 let served = axum::serve(
@@ -166,6 +190,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         admin_addr,
         auth,
         shutdown,
+        draining,
         server,
     })
 }

@@ -338,6 +338,11 @@ pub const SETTINGS: &[Setting] = &[
         "10s",
         "how long in-flight requests may finish after SIGTERM",
     ),
+    s(
+        "shutdown_drain_delay",
+        "5s",
+        "after SIGTERM, how long /health/ready answers 503 before the listener closes",
+    ),
 ];
 
 /// `dev` or `production`.
@@ -509,6 +514,8 @@ pub struct Config {
     pub db_idle_timeout: Duration,
     pub db_max_lifetime: Duration,
     pub shutdown_timeout: Duration,
+    /// How long the node reports not-ready before it stops accepting.
+    pub shutdown_drain_delay: Duration,
 }
 
 /// Secret key bytes whose `Debug` never shows them.
@@ -790,6 +797,9 @@ impl Config {
         let shutdown_timeout = p.parse("shutdown_timeout", |v| {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
+        let shutdown_drain_delay = p.parse("shutdown_drain_delay", |v| {
+            parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
+        });
 
         let profile = profile?;
         let data_dir = data_dir?;
@@ -875,6 +885,7 @@ impl Config {
             db_idle_timeout: db_idle_timeout?,
             db_max_lifetime: db_max_lifetime?,
             shutdown_timeout: shutdown_timeout?,
+            shutdown_drain_delay: shutdown_drain_delay?,
             data_dir,
         };
         config.cross_check(errors);

@@ -28,6 +28,8 @@ use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub auth: Auth,
+    /// Set on SIGTERM: readiness answers 503 so a load balancer drains the node.
+    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(OpenApi)]

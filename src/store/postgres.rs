@@ -35,7 +35,11 @@ pub struct PgStore {
     sealer: ChainSealer,
     /// Hands security events to this process's appender task.
     appender: mpsc::Sender<PendingEvent>,
+    /// Set once connected, checked and migrated (see `startup.rs`).
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
+
+mod startup;
 
 /// An event waiting for the appender, and where its outcome goes.
 type PendingEvent = (NewEvent, oneshot::Sender<Result<(), StoreError>>);
@@ -62,46 +66,6 @@ pub fn connect_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
 }
 
 impl PgStore {
-    /// Connects, checks TLS where it was asked for, and migrates.
-    pub async fn connect(url: &SecretString, config: &Config) -> anyhow::Result<Self> {
-        let options = connect_options(url)?;
-        let mode = options.get_ssl_mode();
-        check_tls_policy(&options, config)?;
-        let max = config.db_pool_size();
-        let pool = PgPoolOptions::new()
-            .max_connections(max)
-            .min_connections(config.db_min_connections.min(max))
-            .acquire_timeout(config.db_acquire_timeout)
-            .idle_timeout(config.db_idle_timeout)
-            .max_lifetime(config.db_max_lifetime)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {}", describe(&e)))?;
-        if verifies(mode) || matches!(mode, PgSslMode::Require) {
-            let ssl: Option<bool> =
-                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-                    .fetch_optional(&pool)
-                    .await
-                    .context("cannot read pg_stat_ssl")?;
-            if ssl != Some(true) {
-                bail!("the PostgreSQL connection is not encrypted although TLS was required");
-            }
-        }
-        check_pool_fits(&pool, max).await?;
-        sqlx::migrate!("./migrations/postgres")
-            .run(&pool)
-            .await
-            .context("PostgreSQL migrations failed")?;
-        let sealer = super::audit_sealer(config);
-        let (appender, queue) = mpsc::channel(1024);
-        tokio::spawn(run_appender(pool.clone(), sealer.clone(), queue));
-        Ok(Self {
-            pool,
-            sealer,
-            appender,
-        })
-    }
-
     /// The pool, for metrics and tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -278,6 +242,7 @@ impl PgStore {
     /// A pooled connection for one operation, and the timer that records
     /// the operation's duration when dropped (keep it to the end).
     async fn conn(&self, op: Op) -> Result<(PoolConnection<Postgres>, QueryTimer), StoreError> {
+        self.check_ready()?;
         checkout(op, self.pool.acquire()).await
     }
 
@@ -287,6 +252,7 @@ impl PgStore {
         &self,
         op: Op,
     ) -> Result<(Transaction<'static, Postgres>, QueryTimer), StoreError> {
+        self.check_ready()?;
         checkout(op, self.pool.begin()).await
     }
 }
@@ -691,8 +657,16 @@ async fn append_in(
     events: &[&NewEvent],
 ) -> Result<(), StoreError> {
     let mut head = lock_head(tx).await?;
+    let mut floor: Option<OffsetDateTime> =
+        sqlx::query_scalar("SELECT at FROM security_events WHERE seq = $1")
+            .bind(head.last_seq)
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(map_err)?;
     for e in events {
-        head = insert_linked(tx, sealer, head, e).await?;
+        let e = e.not_before(floor);
+        floor = Some(e.at);
+        head = insert_linked(tx, sealer, head, &e).await?;
     }
     sqlx::query("UPDATE audit_chain SET last_seq = $1, last_hash = $2 WHERE id = 1")
         .bind(head.last_seq)
@@ -755,6 +729,7 @@ async fn run_appender(pool: PgPool, sealer: ChainSealer, mut queue: mpsc::Receiv
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_event(&self, e: &NewEvent) -> Result<(), StoreError> {
+        self.check_ready()?;
         let stopped = || StoreError::Unexpected(anyhow::anyhow!("the audit appender stopped"));
         let (done, outcome) = oneshot::channel();
         self.appender
