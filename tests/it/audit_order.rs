@@ -30,10 +30,21 @@ async fn an_event_that_reaches_the_chain_late_is_not_timed_before_its_predecesso
         user_agent: "audit-order-test".into(),
     };
     // Read the clock at t+5s, t and t+7s, but reach the chain in this order.
-    for (at, n) in [(t + Duration::from_secs(5), 1), (t, 2), (t + Duration::from_secs(7), 3)] {
-        audit::record(&*s, at, EventKind::LoginFailed, None, &meta, json!({ "n": n }))
-            .await
-            .unwrap();
+    for (at, n) in [
+        (t + Duration::from_secs(5), 1),
+        (t, 2),
+        (t + Duration::from_secs(7), 3),
+    ] {
+        audit::record(
+            &*s,
+            at,
+            EventKind::LoginFailed,
+            None,
+            &meta,
+            json!({ "n": n }),
+        )
+        .await
+        .unwrap();
     }
     let events = s
         .list_events(&EventFilter {
@@ -45,7 +56,9 @@ async fn an_event_that_reaches_the_chain_late_is_not_timed_before_its_predecesso
     let listed: Vec<(i64, OffsetDateTime)> = events.iter().map(|e| (e.seq, e.at)).collect();
     assert_eq!(listed.len(), 3);
     assert!(
-        listed.windows(2).all(|w| w[0].0 > w[1].0 && w[0].1 >= w[1].1),
+        listed
+            .windows(2)
+            .all(|w| w[0].0 > w[1].0 && w[0].1 >= w[1].1),
         "newest first by chain position must also be newest first by time: {listed:?}"
     );
     // The late one takes its predecessor's time; the others keep their own.

@@ -196,8 +196,6 @@ class Node:
             "CASTELLAN_SHUTDOWN_TIMEOUT": "10s",
         })
         env.update(self.extra_env)
-        for k in os.environ.get("NODES_DEV_OMIT", "").split():
-            env.pop(k, None)
         return env
 
     def start(self, wait_ready: bool = True):

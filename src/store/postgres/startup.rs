@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use anyhow::bail;
 use secrecy::SecretString;
-use sqlx::postgres::{PgPool, PgPoolOptions, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
+use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
 use super::{
@@ -25,6 +26,9 @@ const RETRY_EVERY: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 struct Opening {
     pool: PgPool,
+    options: PgConnectOptions,
+    /// Bounds the first connection (`db_acquire_timeout`).
+    connect_timeout: Duration,
     mode: PgSslMode,
     max: u32,
     ready: Arc<AtomicBool>,
@@ -60,12 +64,12 @@ impl Opening {
     /// Connects, checks TLS and the pool size, migrates, and marks the
     /// store ready.
     async fn run(&self) -> Result<(), OpenError> {
-        let conn = self
-            .pool
-            .acquire()
+        // One direct connection first: the pool would retry until its
+        // acquire timeout and report only "timed out", hiding the reason.
+        let mut conn = tokio::time::timeout(self.connect_timeout, self.options.connect())
             .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
             .map_err(|e| unreachable(e, "cannot connect to PostgreSQL"))?;
-        drop(conn);
         let fatal = |error: anyhow::Error| OpenError {
             transient: false,
             error,
@@ -73,7 +77,7 @@ impl Opening {
         if verifies(self.mode) || matches!(self.mode, PgSslMode::Require) {
             let ssl: Option<bool> =
                 sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut conn)
                     .await
                     .map_err(|e| unreachable(e, "cannot read pg_stat_ssl"))?;
             if ssl != Some(true) {
@@ -82,6 +86,7 @@ impl Opening {
                 )));
             }
         }
+        let _ = conn.close().await;
         check_pool_fits(&self.pool, self.max).await.map_err(fatal)?;
         // sqlx holds a PostgreSQL advisory lock while it migrates, so nodes
         // starting together on an empty database apply each migration once.
@@ -89,7 +94,9 @@ impl Opening {
             .run(&self.pool)
             .await
             .map_err(|e| match e {
-                sqlx::migrate::MigrateError::Execute(inner) => unreachable(inner, "PostgreSQL migrations failed"),
+                sqlx::migrate::MigrateError::Execute(inner) => {
+                    unreachable(inner, "PostgreSQL migrations failed")
+                }
                 other => fatal(anyhow::Error::new(other).context("PostgreSQL migrations failed")),
             })?;
         self.ready.store(true, Ordering::Release);
@@ -109,7 +116,9 @@ impl Opening {
                 Err(e) if e.transient => {
                     tracing::debug!(error = %e.error, "the database is still unreachable");
                 }
-                Err(e) => tracing::error!(error = %format!("{:#}", e.error), "cannot open the database"),
+                Err(e) => {
+                    tracing::error!(error = %format!("{:#}", e.error), "cannot open the database")
+                }
             }
         }
     }
@@ -128,13 +137,15 @@ impl PgStore {
             .acquire_timeout(config.db_acquire_timeout)
             .idle_timeout(config.db_idle_timeout)
             .max_lifetime(config.db_max_lifetime)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options.clone());
         let sealer = super::super::audit_sealer(config);
         let (appender, queue) = mpsc::channel(1024);
         tokio::spawn(run_appender(pool.clone(), sealer.clone(), queue));
         let ready = Arc::new(AtomicBool::new(false));
         let opening = Opening {
             pool: pool.clone(),
+            options,
+            connect_timeout: config.db_acquire_timeout,
             mode,
             max,
             ready: ready.clone(),
