@@ -4,11 +4,12 @@ PostgreSQL is restarted with a fast and an immediate shutdown."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
 
-from harness import Api, Cluster, PgServer, fresh_database, psql, wait_until
+from harness import Api, Cluster, PgServer, fresh_database, new_email, psql, wait_until
 from storm import Storm
 
 WORKERS = 4
@@ -64,9 +65,17 @@ def test_rolling_restart_under_load_fails_no_client_request(storm_cluster, repor
     storm.start()
     time.sleep(2)
     drains = []
+    served_while_draining = 0
     for node in cluster.nodes:
         stopped = time.monotonic()
-        assert node.terminate() == 0, node.tail()
+        node.proc.send_signal(signal.SIGTERM)
+        # Draining: not ready at once, but still serving what arrives.
+        wait_until(f"{node.name} not ready", lambda: node.ready_status() == 503, 2, every=0.05)
+        assert node.proc.poll() is None, f"{node.name} exited before the drain delay"
+        r = Api(node.url).register(new_email("drain"))
+        assert r.status_code == 201, f"{node.name} refused a request while draining: {r.status_code}"
+        served_while_draining += 1
+        assert node.proc.wait(timeout=60) == 0, node.tail()
         drains.append(round(time.monotonic() - stopped, 1))
         node.start()
         wait_until(f"haproxy sees {node.name} up", lambda: cluster.lb.up_count() == 3, 30)
@@ -79,6 +88,7 @@ def test_rolling_restart_under_load_fails_no_client_request(storm_cluster, repor
     assert not failed, f"{len(failed)} failed client requests: {summary['failed_by_outcome']}"
     durable = check_durable(cluster, storm)
     report(**summary, restarts=3, sigterm_to_exit_s=drains, haproxy=retries,
+           not_ready_then_served_while_draining=served_while_draining,
            retry_policy="HAProxy retry-on conn-failure empty-response + option redispatch; "
                         "the client never retries", **durable)
 
