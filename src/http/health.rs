@@ -37,7 +37,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiErr
             retry_after_secs: 2,
         });
     }
-    match tokio::time::timeout(READY_TIMEOUT, state.auth.store.ping()).await {
+    match tokio::time::timeout(READY_TIMEOUT, state.auth.ready()).await {
         Ok(Ok(())) => Ok(Json(Status { status: "ok" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -11,6 +11,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::sync::Arc;
+
 use crate::auth::Auth;
 
 pub mod admin;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod request_id;
 pub mod views;
 
 use error::ApiError;
@@ -27,9 +30,10 @@ use error::ApiError;
 /// Shared state of the public listener.
 #[derive(Clone)]
 pub struct AppState {
-    pub auth: Auth,
+    /// The use cases: HTTP reaches storage only through them.
+    pub auth: Arc<Auth>,
     /// Set on SIGTERM: readiness answers 503 so a load balancer drains the node.
-    pub draining: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(OpenApi)]

@@ -22,7 +22,9 @@ async fn an_event_that_reaches_the_chain_late_is_not_timed_before_its_predecesso
     backend: Backend,
 ) {
     let env = TestEnv::new(backend).await;
-    let s = store::open(&env.config()).await.unwrap();
+    let s = store::open(&castellan::app::store_options(&env.config()))
+        .await
+        .unwrap();
     let t = truncate_to_millis(OffsetDateTime::now_utc());
     let meta = RequestMeta {
         request_id: "order".into(),
@@ -71,7 +73,7 @@ async fn an_event_that_reaches_the_chain_late_is_not_timed_before_its_predecesso
         ]
     );
     // The chain covers the time actually stored.
-    let report = chain::verify(&*s, store::audit_sealer(&env.config()))
+    let report = chain::verify(&*s, castellan::app::audit_sealer(&env.config()))
         .await
         .unwrap();
     assert!(report.is_ok(), "the chain verifies: {:?}", report.err());

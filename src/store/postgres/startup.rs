@@ -13,11 +13,11 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::mpsc;
 
+use super::events::run_appender;
 use super::{
-    PgStore, StoreError, check_pool_fits, check_tls_policy, connect_options, describe,
-    run_appender, verifies,
+    PgStore, StoreError, check_pool_fits, check_tls_policy, connect_options, describe, verifies,
 };
-use crate::config::Config;
+use crate::store::StoreOptions;
 
 /// Pause between two attempts while the database is unreachable.
 const RETRY_EVERY: Duration = Duration::from_secs(1);
@@ -126,26 +126,26 @@ impl Opening {
 
 impl PgStore {
     /// A store whose pool connects lazily; not ready until opened.
-    fn lazy(url: &SecretString, config: &Config) -> anyhow::Result<(Self, Opening)> {
+    fn lazy(url: &SecretString, config: &StoreOptions) -> anyhow::Result<(Self, Opening)> {
         let options = connect_options(url)?;
         let mode = options.get_ssl_mode();
         check_tls_policy(&options, config)?;
-        let max = config.db_pool_size();
+        let max = config.pool.max_connections;
         let pool = PgPoolOptions::new()
             .max_connections(max)
-            .min_connections(config.db_min_connections.min(max))
-            .acquire_timeout(config.db_acquire_timeout)
-            .idle_timeout(config.db_idle_timeout)
-            .max_lifetime(config.db_max_lifetime)
+            .min_connections(config.pool.min_connections.min(max))
+            .acquire_timeout(config.pool.acquire_timeout)
+            .idle_timeout(config.pool.idle_timeout)
+            .max_lifetime(config.pool.max_lifetime)
             .connect_lazy_with(options.clone());
-        let sealer = super::super::audit_sealer(config);
+        let sealer = config.sealer.clone();
         let (appender, queue) = mpsc::channel(1024);
         tokio::spawn(run_appender(pool.clone(), sealer.clone(), queue));
         let ready = Arc::new(AtomicBool::new(false));
         let opening = Opening {
             pool: pool.clone(),
             options,
-            connect_timeout: config.db_acquire_timeout,
+            connect_timeout: config.pool.acquire_timeout,
             mode,
             max,
             ready: ready.clone(),
@@ -162,7 +162,7 @@ impl PgStore {
     /// Connects, checks TLS where it was asked for, and migrates; fails at
     /// once when the database cannot be reached (the `migrate`, `admin` and
     /// `audit` commands, and tests).
-    pub async fn connect(url: &SecretString, config: &Config) -> anyhow::Result<Self> {
+    pub async fn connect(url: &SecretString, config: &StoreOptions) -> anyhow::Result<Self> {
         let (store, opening) = Self::lazy(url, config)?;
         opening.run().await.map_err(|e| e.error)?;
         Ok(store)
@@ -171,7 +171,10 @@ impl PgStore {
     /// Like [`PgStore::connect`], but an unreachable database is not an
     /// error: the store starts not ready and opens in the background once
     /// the database answers (`serve`). Misconfiguration still fails here.
-    pub async fn connect_or_wait(url: &SecretString, config: &Config) -> anyhow::Result<Self> {
+    pub async fn connect_or_wait(
+        url: &SecretString,
+        config: &StoreOptions,
+    ) -> anyhow::Result<Self> {
         let (store, opening) = Self::lazy(url, config)?;
         match opening.run().await {
             Ok(()) => {}
