@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgSslMode};
 use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
