@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -29,6 +30,7 @@ pub struct Running {
     /// The use cases, for tests that need to reach past HTTP.
     pub auth: Auth,
     shutdown: watch::Sender<bool>,
+    draining: Arc<AtomicBool>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
@@ -50,6 +52,11 @@ impl Running {
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
     }
+
+    /// A handle that turns readiness to 503 (the drain before a shutdown).
+    pub fn drain_handle(&self) -> Arc<AtomicBool> {
+        self.draining.clone()
+    }
 }
 
 /// Opens storage, starts the hashing pool and binds the listeners.
@@ -60,12 +67,22 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// Opens storage and starts the hashing pool and the mailer: the use cases
 /// without any listener (the `admin` and `audit` commands use this too).
 pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Auth> {
+    assemble(config, clock, false).await
+}
+
+/// [`build_auth`]; `serving` lets a listener start before PostgreSQL is
+/// reachable (it reports not ready until then).
+async fn assemble(config: Config, clock: Arc<dyn Clock>, serving: bool) -> anyhow::Result<Auth> {
     let config = Arc::new(config);
     let master = match &config.secret_key {
         Some(key) => key.clone(),
         None => crypto::load_or_create_dev_key(&config.data_dir)?,
     };
-    let store = store::open(&store_options(&config)).await?;
+    let store = if serving {
+        store::open_for_serving(&store_options(&config)).await?
+    } else {
+        store::open(&store_options(&config)).await?
+    };
     let previous: Vec<_> = config.previous_secret_key.iter().cloned().collect();
     let keys = Keys::derive(&master, &previous);
     let hasher = Hasher::start(
@@ -106,15 +123,17 @@ pub fn audit_sealer(config: &Config) -> ChainSealer {
 
 /// [`start`] with an injected clock.
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
-    let auth = build_auth(config, clock).await?;
+    let auth = assemble(config, clock, true).await?;
     let config = auth.config().clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
     let public_addr = listener.local_addr()?;
     crate::metrics::handle();
+    let draining = Arc::new(AtomicBool::new(false));
     let state = AppState {
         auth: Arc::new(auth.clone()),
+        draining: draining.clone(),
     };
     let (shutdown, signal) = watch::channel(false);
     let tls = start_tls(&config, &shutdown)?;
@@ -201,6 +220,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         redirect_addr,
         auth,
         shutdown,
+        draining,
         server,
     })
 }

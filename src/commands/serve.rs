@@ -4,11 +4,19 @@ use crate::app;
 use crate::config::Config;
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    let drain_delay = config.shutdown_drain_delay;
     let running = app::start(config).await?;
     let stop = running.shutdown_handle();
+    let draining = running.drain_handle();
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutdown requested; finishing in-flight requests");
+        // Readiness turns 503 first and the node keeps serving for the
+        // drain delay, so the load balancer stops routing here before the
+        // listener closes.
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(drain_delay = ?drain_delay, "shutdown requested; draining (readiness is 503)");
+        tokio::time::sleep(drain_delay).await;
+        tracing::info!("drain delay over; finishing in-flight requests");
         let _ = stop.send(true);
     });
     running.wait().await?;

@@ -266,6 +266,9 @@ impl Config {
             }
         });
         let doctor_min_score = p.parse("doctor_min_score", |v| parse_int_in(v, 0, 100));
+        let shutdown_drain_delay = p.parse("shutdown_drain_delay", |v| {
+            parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
+        });
 
         let profile = profile?;
         let data_dir = data_dir?;
@@ -359,6 +362,7 @@ impl Config {
             log_shipping: log_shipping?,
             doctor_min_score: u32::try_from(doctor_min_score?).ok()?,
             net: net?,
+            shutdown_drain_delay: shutdown_drain_delay?,
             data_dir,
         };
         config.cross_check(errors);

@@ -246,6 +246,8 @@ pub struct Config {
     pub doctor_min_score: u32,
     /// Listener limits and native TLS.
     pub net: NetConfig,
+    /// How long the node reports not-ready before it stops accepting.
+    pub shutdown_drain_delay: Duration,
 }
 
 /// Secret key bytes whose `Debug` never shows them.

@@ -396,5 +396,8 @@ pub const SETTINGS: &[Setting] = &[
         "tls_redirect_listen",
         "",
         "optional plain-HTTP listener that redirects pages to HTTPS and refuses API calls",
+        "shutdown_drain_delay",
+        "5s",
+        "after SIGTERM, how long /health/ready answers 503 before the listener closes",
     ),
 ];

@@ -25,12 +25,18 @@ pub async fn live() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
-/// The database answers; 503 when it does not within a second.
+/// The database answers; 503 when it does not within a second, and while
+/// the node drains before shutting down.
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
     (status = 200, body = Status),
     (status = 503, body = crate::http::views::ErrorEnvelope),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(ApiError::Unavailable {
+            retry_after_secs: 2,
+        });
+    }
     match tokio::time::timeout(READY_TIMEOUT, state.auth.ready()).await {
         Ok(Ok(())) => Ok(Json(Status { status: "ok" })),
         Ok(Err(e)) => {

@@ -34,6 +34,8 @@ use error::ApiError;
 pub struct AppState {
     /// The use cases: HTTP reaches storage only through them.
     pub auth: Arc<Auth>,
+    /// Set on SIGTERM: readiness answers 503 so a load balancer drains the node.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(OpenApi)]

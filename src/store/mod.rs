@@ -215,6 +215,20 @@ impl Event {
 }
 
 impl NewEvent {
+    /// The event timed no earlier than `floor`, the previous event's time.
+    /// Appenders call this under the chain's lock, so the chain order and
+    /// the time order agree even when events from several requests or
+    /// nodes (each with its own clock reading) reach the lock out of order.
+    pub fn not_before(&self, floor: Option<OffsetDateTime>) -> std::borrow::Cow<'_, NewEvent> {
+        match floor {
+            Some(floor) if floor > self.at => std::borrow::Cow::Owned(NewEvent {
+                at: floor,
+                ..self.clone()
+            }),
+            _ => std::borrow::Cow::Borrowed(self),
+        }
+    }
+
     /// The fields the chain protects, once the event has its place.
     pub fn chained(&self, seq: i64) -> ChainedContent<'_> {
         ChainedContent {
@@ -545,6 +559,17 @@ pub async fn open(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
             Arc::new(sqlite::SqliteStore::open(path, options.sealer.clone()).await?)
         }
         Backend::Postgres { url } => Arc::new(postgres::PgStore::connect(url, options).await?),
+    })
+}
+
+/// Like [`open`], for `serve`: a PostgreSQL database that cannot be reached
+/// yet is not an error; the store reports `Unavailable` until it appears.
+pub async fn open_for_serving(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &options.backend {
+        Backend::Postgres { url } => {
+            Arc::new(postgres::PgStore::connect_or_wait(url, options).await?)
+        }
+        Backend::Sqlite { .. } => open(options).await?,
     })
 }
 

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, PgSslMode};
 use sqlx::{Postgres, Row, Transaction};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -34,6 +34,7 @@ mod accounts;
 mod events;
 mod mfa;
 mod sessions;
+mod startup;
 mod throttle;
 mod users;
 
@@ -44,6 +45,8 @@ pub struct PgStore {
     sealer: ChainSealer,
     /// Hands security events to this process's appender task.
     appender: mpsc::Sender<PendingEvent>,
+    /// Set once connected, checked and migrated (see `startup.rs`).
+    ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// An event waiting for the appender, and where its outcome goes.
@@ -71,76 +74,6 @@ pub fn connect_options(url: &SecretString) -> anyhow::Result<PgConnectOptions> {
 }
 
 impl PgStore {
-    /// Connects, checks TLS where it was asked for, and migrates.
-    pub async fn connect(url: &SecretString, config: &StoreOptions) -> anyhow::Result<Self> {
-        let options = connect_options(url)?;
-        let mode = options.get_ssl_mode();
-        check_tls_policy(&options, config)?;
-        // sqlx adds sslrootcert to the public roots; this check trusts only it.
-        let trust = server_trust::ServerTrust::from_options(url.expose_secret(), &options)?
-            .map(std::sync::Arc::new);
-        if let Some(trust) = &trust {
-            trust
-                .check(config.pool.acquire_timeout)
-                .await
-                .context("cannot connect to PostgreSQL")?;
-        }
-        let limit = config.pool.acquire_timeout;
-        let max = config.pool.max_connections;
-        let pool = PgPoolOptions::new()
-            .after_connect(move |_conn, _meta| {
-                let trust = trust.clone();
-                Box::pin(async move {
-                    if let Some(trust) = trust {
-                        trust
-                            .check(limit)
-                            .await
-                            .map_err(|e| sqlx::Error::Tls(e.into()))?;
-                    }
-                    Ok(())
-                })
-            })
-            .max_connections(max)
-            .min_connections(config.pool.min_connections.min(max))
-            .acquire_timeout(config.pool.acquire_timeout)
-            .idle_timeout(config.pool.idle_timeout)
-            .max_lifetime(config.pool.max_lifetime)
-            .connect_with(options)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot connect to PostgreSQL: {}", describe(&e)))?;
-        if verifies(mode) || matches!(mode, PgSslMode::Require) {
-            let ssl: Option<bool> =
-                sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
-                    .fetch_optional(&pool)
-                    .await
-                    .context("cannot read pg_stat_ssl")?;
-            if ssl != Some(true) {
-                bail!("the PostgreSQL connection is not encrypted although TLS was required");
-            }
-        }
-        check_pool_fits(&pool, max).await?;
-        // A current schema needs no migration run, so the service can use a
-        // role that may only read and write data (migrations then run as the
-        // schema owner with `castellan migrate`).
-        let mut conn = pool.acquire().await.context("cannot reach PostgreSQL")?;
-        let pending = super::diagnostics::pending_postgres_migrations(&mut conn).await?;
-        drop(conn);
-        if !pending.is_empty() {
-            sqlx::migrate!("./migrations/postgres")
-                .run(&pool)
-                .await
-                .context("PostgreSQL migrations failed")?;
-        }
-        let sealer = config.sealer.clone();
-        let (appender, queue) = mpsc::channel(1024);
-        tokio::spawn(events::run_appender(pool.clone(), sealer.clone(), queue));
-        Ok(Self {
-            pool,
-            sealer,
-            appender,
-        })
-    }
-
     /// The pool, for metrics and tests.
     pub fn pool(&self) -> &PgPool {
         &self.pool
@@ -297,6 +230,7 @@ impl PgStore {
     /// A pooled connection for one operation, and the timer that records
     /// the operation's duration when dropped (keep it to the end).
     async fn conn(&self, op: Op) -> Result<(PoolConnection<Postgres>, QueryTimer), StoreError> {
+        self.check_ready()?;
         checkout(op, self.pool.acquire()).await
     }
 
@@ -306,6 +240,7 @@ impl PgStore {
         &self,
         op: Op,
     ) -> Result<(Transaction<'static, Postgres>, QueryTimer), StoreError> {
+        self.check_ready()?;
         checkout(op, self.pool.begin()).await
     }
 }

@@ -13,6 +13,7 @@ mod pg_cluster;
 mod accounts;
 mod admin;
 mod audit;
+mod audit_order;
 mod black_box;
 mod db_faults;
 mod docs;

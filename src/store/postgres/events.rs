@@ -110,8 +110,15 @@ async fn append_in(
     events: &[&NewEvent],
 ) -> Result<(), StoreError> {
     let mut head = lock_head(tx).await?;
+    let mut floor: Option<OffsetDateTime> =
+        sqlx::query_scalar("SELECT at FROM security_events WHERE seq = $1")
+            .bind(head.last_seq)
+            .fetch_optional(&mut **tx)
+            .await?;
     for e in events {
-        head = insert_linked(tx, sealer, head, e).await?;
+        let e = e.not_before(floor);
+        floor = Some(e.at);
+        head = insert_linked(tx, sealer, head, &e).await?;
     }
     sqlx::query("UPDATE audit_chain SET last_seq = $1, last_hash = $2 WHERE id = 1")
         .bind(head.last_seq)
@@ -177,6 +184,7 @@ pub(super) async fn run_appender(
 #[async_trait]
 impl EventStore for PgStore {
     async fn append_event(&self, e: &NewEvent) -> Result<(), StoreError> {
+        self.check_ready()?;
         let stopped = || StoreError::Unexpected(anyhow::anyhow!("the audit appender stopped"));
         let (done, outcome) = oneshot::channel();
         self.appender

@@ -45,6 +45,14 @@ fn read_head(conn: &Connection) -> Result<ChainHead, StoreError> {
 /// write lock, so no other process can extend the chain meanwhile).
 fn append_in(tx: &Connection, sealer: &ChainSealer, e: &NewEvent) -> Result<(), StoreError> {
     let head = read_head(tx)?;
+    let floor: Option<i64> = tx
+        .query_row(
+            "SELECT at FROM security_events WHERE seq = ?1",
+            [head.last_seq],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let e = e.not_before(floor.map(from_ms).transpose()?);
     let seq = head.last_seq + 1;
     let link = sealer.link(&head.last_hash, &e.chained(seq));
     tx.prepare_cached(
