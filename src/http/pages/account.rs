@@ -292,8 +292,8 @@ pub struct EnrolPage {
 #[template(path = "backup_codes.html")]
 pub struct CodesPage {
     pub nav: Nav,
+    pub csrf: String,
     pub codes: Vec<String>,
-    pub download_href: String,
     pub next: String,
 }
 
@@ -303,23 +303,53 @@ fn codes_page(
     codes: &[BackupCode],
     target: Option<&ReturnTo>,
 ) -> CodesPage {
-    let codes: Vec<String> = codes.iter().map(|c| c.display_form().to_string()).collect();
+    let csrf = state.auth.keys.csrf_token(session.id);
+    CodesPage {
+        nav: Nav {
+            signed_in: true,
+            csrf: csrf.clone(),
+        },
+        csrf,
+        codes: codes.iter().map(|c| c.display_form().to_string()).collect(),
+        next: target.map_or(super::HOME, ReturnTo::as_str).to_string(),
+    }
+}
+
+/// `POST /ui/account/backup-codes/download`: the codes just shown, sent
+/// back by the page's form, as a text file. castellan keeps only their
+/// hashes, so the page is the one place that still has them; they are
+/// checked for shape and never stored or logged.
+pub async fn download_codes(
+    SessionForm { form, .. }: SessionForm<Vec<(String, String)>>,
+) -> Result<Response, ApiError> {
+    let codes: Vec<&str> = form
+        .iter()
+        .filter(|(k, _)| k == "code")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    if codes.is_empty() || codes.len() > 20 || codes.iter().any(|c| BackupCode::parse(c).is_err()) {
+        return Err(ApiError::InvalidRequest(
+            "code: not a list of backup codes".into(),
+        ));
+    }
     let text = format!(
         "castellan backup codes\nEach code works once.\n\n{}\n",
         codes.join("\n")
     );
-    CodesPage {
-        nav: Nav {
-            signed_in: true,
-            csrf: state.auth.keys.csrf_token(session.id),
-        },
-        download_href: format!(
-            "data:text/plain;charset=utf-8,{}",
-            percent_encoding::utf8_percent_encode(&text, percent_encoding::NON_ALPHANUMERIC)
-        ),
-        codes,
-        next: target.map_or(super::HOME, ReturnTo::as_str).to_string(),
-    }
+    Ok((
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            ),
+            (
+                axum::http::header::CONTENT_DISPOSITION,
+                "attachment; filename=\"castellan-backup-codes.txt\"",
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 /// Runs `action` for the session; outside the re-authentication window (or

@@ -70,6 +70,10 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/ui/account/totp/activate", post(account::activate))
         .route("/ui/account/totp/remove", post(account::remove_totp))
         .route("/ui/account/backup-codes", post(account::regenerate))
+        .route(
+            "/ui/account/backup-codes/download",
+            post(account::download_codes),
+        )
         .route("/ui/account/email", post(account::request_verification))
         .route(
             "/ui/password/forgot",
