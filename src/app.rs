@@ -11,10 +11,11 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Auth, Hasher};
 use crate::clock::{Clock, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, DatabaseConfig, Profile};
 use crate::crypto::{self, Keys};
+use crate::domain::audit_chain::ChainSealer;
 use crate::http::{self, AppState};
-use crate::store;
+use crate::store::{self, Backend, PoolOptions, StoreOptions};
 
 /// A running castellan.
 pub struct Running {
@@ -61,7 +62,7 @@ pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result
         Some(key) => key.clone(),
         None => crypto::load_or_create_dev_key(&config.data_dir)?,
     };
-    let store = store::open(&config).await?;
+    let store = store::open(&store_options(&config)).await?;
     let previous: Vec<_> = config.previous_secret_key.iter().cloned().collect();
     let keys = Keys::derive(&master, &previous);
     let hasher = Hasher::start(
@@ -71,26 +72,47 @@ pub async fn build_auth(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result
         keys.backup_pepper.clone(),
     )?;
     let mailer = crate::mail::Mailer::new(&config);
-    Ok(Auth {
-        config,
-        store,
-        keys,
-        hasher,
-        clock,
-        mailer,
-    })
+    Ok(Auth::new(config, store, keys, hasher, clock, mailer))
+}
+
+/// What storage needs from the configuration.
+pub fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        backend: match &config.database {
+            DatabaseConfig::Sqlite { path } => Backend::Sqlite { path: path.clone() },
+            DatabaseConfig::Postgres { url } => Backend::Postgres { url: url.clone() },
+        },
+        pool: PoolOptions {
+            max_connections: config.db_pool_size(),
+            min_connections: config.db_min_connections,
+            acquire_timeout: config.db_acquire_timeout,
+            idle_timeout: config.db_idle_timeout,
+            max_lifetime: config.db_max_lifetime,
+        },
+        production: config.profile == Profile::Production,
+        allow_unverified_tls: config.database_allow_unverified_tls,
+        sealer: audit_sealer(config),
+    }
+}
+
+/// The audit chain's sealer, with the HMAC key when one is configured.
+pub fn audit_sealer(config: &Config) -> ChainSealer {
+    ChainSealer::new(config.audit_key.as_ref().map(|k| k.expose()))
 }
 
 /// [`start`] with an injected clock.
 pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Running> {
     let auth = build_auth(config, clock).await?;
-    let config = auth.config.clone();
+    let config = auth.config().clone();
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (CASTELLAN_LISTEN)", config.listen))?;
     let public_addr = listener.local_addr()?;
     crate::metrics::handle();
-    let app = http::public_app(AppState { auth: auth.clone() });
+    let state = AppState {
+        auth: Arc::new(auth.clone()),
+    };
+    let app = http::public_app(state.clone());
     let (shutdown, mut signal) = watch::channel(false);
     let admin_addr = match &config.admin_token {
         None => None,
@@ -105,7 +127,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
                         )
                     })?;
             let addr = admin_listener.local_addr()?;
-            let admin = http::admin::admin_app(AppState { auth: auth.clone() });
+            let admin = http::admin::admin_app(state.clone());
             let mut stop = shutdown.subscribe();
             tokio::spawn(async move {
                 let served = axum::serve(
@@ -160,7 +182,7 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
             }
         }
     });
-    tracing::info!(%public_addr, backend = auth.store.backend(), "castellan is listening");
+    tracing::info!(%public_addr, backend = auth.backend(), "castellan is listening");
     Ok(Running {
         public_addr,
         admin_addr,

@@ -17,6 +17,10 @@ use zeroize::Zeroizing;
 
 use crate::config::SecretBytes;
 use crate::domain::SessionToken;
+pub use crate::domain::TokenHash;
+use crate::domain::backup_code::{self, BackupCode};
+use crate::domain::session_token::RANDOM_BYTES;
+use crate::domain::totp::{SECRET_BYTES, TotpSecret};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -29,16 +33,6 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
     let mut buf = [0u8; N];
     getrandom::fill(&mut buf).map_err(|_| RandomError)?;
     Ok(buf)
-}
-
-/// A keyed hash of a session token: what the database stores and looks up.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TokenHash(pub [u8; 32]);
-
-impl std::fmt::Debug for TokenHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenHash(..)")
-    }
 }
 
 /// Keys derived from the master secret, one per purpose.
@@ -200,6 +194,36 @@ impl Keys {
     /// Checks a presented CSRF token in constant time.
     pub fn csrf_matches(&self, session_id: Uuid, presented: &str) -> bool {
         constant_time_eq(self.csrf_token(session_id).as_bytes(), presented.as_bytes())
+    }
+}
+
+// The generating constructors of domain values live here, so `domain`
+// stays free of I/O and of this module.
+impl SessionToken {
+    /// A fresh token from the OS random generator.
+    pub fn generate() -> Result<Self, RandomError> {
+        Ok(Self::from_random(random_bytes::<RANDOM_BYTES>()?))
+    }
+}
+
+impl TotpSecret {
+    /// A new random secret from the OS generator.
+    pub fn generate() -> Result<Self, RandomError> {
+        Ok(Self::from_bytes(random_bytes::<SECRET_BYTES>()?.to_vec()))
+    }
+}
+
+impl BackupCode {
+    /// Generates a fresh batch of [`backup_code::BATCH_SIZE`] codes, one per slot.
+    pub fn generate_batch() -> Result<Vec<Self>, RandomError> {
+        (0..backup_code::BATCH_SIZE)
+            .map(|slot| {
+                Ok(Self::from_random(
+                    slot,
+                    random_bytes::<{ backup_code::RANDOM_CHARS }>()?,
+                ))
+            })
+            .collect()
     }
 }
 

@@ -1,23 +1,24 @@
 //! castellan: a self-hosted authentication and session service.
 //!
-//! Map of the crate (see docs/architecture.md for the reasoning):
+//! Map of the crate (see docs/architecture.md for the file map and the
+//! layer rules that `tests/it/layers.rs` checks):
 //! - [`cli`], [`cli_output`]: the command line and the only code that prints.
-//! - [`commands`]: one function per subcommand (`serve`, `migrate`).
+//! - [`commands`]: one function per subcommand (`serve`, `migrate`, `admin`, `audit`).
 //! - [`config`]: every setting, loaded once (defaults, TOML, environment) and validated.
-//! - [`app`]: wires storage, hashing and HTTP together and runs the listeners.
+//! - [`app`]: wires storage, hashing, mail and HTTP together and runs the listeners.
 //! - [`telemetry`]: structured logging through `tracing`.
 //! - [`clock`]: time as an input, so expiry can be tested without sleeping.
 //! - [`crypto`]: the OS random generator, derived keys, token hashing, CSRF tokens.
 //! - [`domain`]: types with invariants and no I/O (email, password, token, session).
-//! - [`auth`]: use cases (registration, login, the session check) and the hashing pool.
+//! - [`auth`]: the use cases, the only door to storage, and the hashing pool.
 //! - [`store`]: role traits and their SQLite and PostgreSQL implementations; all SQL.
 //! - [`audit`]: security events written to the database and the log, and
 //!   the verification, export and pruning of their hash chain.
 //! - [`metrics`]: Prometheus metric names and the recorder.
-//! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
+//! - [`mail`]: notification mail: content, transports, the delivery queue.
 //! - [`http`]: routes, extractors, the error mapping and security headers;
 //!   the JSON API, forward auth and the hosted HTML pages (`templates/`).
-//! - [`jobs`]: background work (deleting ended sessions, audit retention).
+//! - [`jobs`]: background work (ended sessions, expired state, audit retention).
 #![forbid(unsafe_code)]
 
 pub mod app;

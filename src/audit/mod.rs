@@ -115,6 +115,9 @@ impl EventKind {
     }
 }
 
+/// Keeps user agents short and printable before they are stored.
+pub const USER_AGENT_MAX: usize = 512;
+
 /// Who is asking and from where, as resolved at the HTTP boundary.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {

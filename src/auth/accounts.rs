@@ -4,7 +4,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{Auth, ServiceError};
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{Email, Password, User, UserId};
 use crate::store::{NewUser, StoreError};
 
@@ -52,8 +52,7 @@ impl Auth {
                 now,
             })
             .await?;
-        audit::record(
-            &*self.store,
+        self.record_event_at(
             now,
             EventKind::UserRegistered,
             Some(user.id),

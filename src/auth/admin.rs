@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::{Auth, ServiceError};
 use crate::audit::{EventKind, RequestMeta};
-use crate::domain::{User, UserId};
+use crate::domain::{Email, User, UserId};
 use crate::mail::Notice;
-use crate::store::StoreError;
+use crate::store::{Event, EventFilter, StoreError};
 
 /// What an administrator did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,22 @@ impl Auth {
         self.admin_event(action, Some(id), meta, json!({"sessions_ended": ended}))
             .await?;
         Ok(())
+    }
+
+    /// The user with this email address, as an administrator sees it (the
+    /// password hash is never loaded).
+    pub async fn admin_find_user(&self, email: &Email) -> Result<Option<User>, StoreError> {
+        self.store.find_user(email.key()).await
+    }
+
+    /// One user, as an administrator sees it.
+    pub async fn admin_get_user(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        self.store.get_user(id).await
+    }
+
+    /// Audit events, newest first, filtered.
+    pub async fn audit_events(&self, filter: &EventFilter) -> Result<Vec<Event>, StoreError> {
+        self.store.list_events(filter).await
     }
 
     /// Ends every session of every user (incident response).

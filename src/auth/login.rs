@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::throttle::{Bucket, Factor};
 use super::{Auth, ServiceError};
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{Aal, Email, Password, Session, SessionToken};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,8 +67,7 @@ impl Auth {
             Ok(v) => v,
             Err(super::HashError::Busy) => {
                 let now = self.clock.now();
-                audit::record(
-                    &*self.store,
+                self.record_event_at(
                     now,
                     EventKind::HashingSaturated,
                     None,
@@ -90,8 +89,7 @@ impl Auth {
             } else {
                 "unknown_user"
             };
-            audit::record(
-                &*self.store,
+            self.record_event_at(
                 now,
                 EventKind::LoginFailed,
                 user,
@@ -105,8 +103,7 @@ impl Auth {
         self.record_success(Factor::Password, email.key(), meta)
             .await?;
         if user.locked {
-            audit::record(
-                &*self.store,
+            self.record_event_at(
                 now,
                 EventKind::LoginFailed,
                 Some(user.id),
@@ -120,8 +117,7 @@ impl Auth {
             // The password is known to be right: store it with today's cost.
             let upgraded = self.hasher.hash(password).await?;
             self.store.set_password_hash(user.id, &upgraded).await?;
-            audit::record(
-                &*self.store,
+            self.record_event_at(
                 now,
                 EventKind::PasswordRehashed,
                 Some(user.id),
@@ -133,8 +129,7 @@ impl Auth {
         let pending = user.mfa_enabled;
         let (token, session) = self.open_session(user.id, Aal::Aal1, pending, meta).await?;
         self.store.record_login(user.id, now).await?;
-        audit::record(
-            &*self.store,
+        self.record_event_at(
             now,
             EventKind::LoginSucceeded,
             Some(user.id),

@@ -108,6 +108,11 @@ fn unix_seconds(t: time::OffsetDateTime) -> u64 {
 }
 
 impl Auth {
+    /// `(remaining, total)` backup codes of `user`.
+    pub async fn backup_code_status(&self, user: UserId) -> Result<(u32, u32), StoreError> {
+        self.store.backup_code_counts(user).await
+    }
+
     /// A fresh batch of backup codes (to show once) and their hashed rows
     /// (to store).
     async fn new_backup_codes(&self) -> Result<(Vec<BackupCode>, Vec<BackupCodeHash>), MfaError> {

@@ -7,7 +7,7 @@ use super::Auth;
 use super::login::LoginError;
 use super::mfa::{MfaError, SecondFactor};
 use super::throttle::{Bucket, Factor};
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{Aal, Password, Session, SessionToken, User};
 
 impl Auth {
@@ -34,8 +34,7 @@ impl Auth {
         if !verified.matches {
             self.record_failure(Factor::Password, account, Some(user.id), meta)
                 .await?;
-            audit::record(
-                &*self.store,
+            self.record_event_at(
                 now,
                 EventKind::ReauthenticationFailed,
                 Some(session.user_id),
@@ -77,9 +76,8 @@ impl Auth {
                 super::sessions::CheckError::Unauthenticated => LoginError::SessionGone,
                 super::sessions::CheckError::Store(s) => s.into(),
             })?;
-        audit::record(
-            &*self.store,
-            now,
+        self.record_event_at(
+now,
             EventKind::Reauthenticated,
             Some(session.user_id),
             meta,

@@ -4,7 +4,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{Auth, ServiceError};
-use crate::audit::{self, EventKind, RequestMeta};
+use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{Aal, Session, SessionToken, User, UserId};
 use crate::store::{NewSession, StoreError};
 
@@ -49,8 +49,7 @@ impl Auth {
             .store
             .create_session(&new, self.config.session.max_per_user)
             .await?;
-        audit::record(
-            &*self.store,
+        self.record_event_at(
             now,
             EventKind::SessionCreated,
             Some(user),
@@ -59,8 +58,7 @@ impl Auth {
         )
         .await?;
         for id in evicted {
-            audit::record(
-                &*self.store,
+            self.record_event_at(
                 now,
                 EventKind::SessionRevoked,
                 Some(user),
@@ -169,8 +167,7 @@ impl Auth {
             return Err(RevokeError::ReauthenticationRequired);
         }
         self.store.delete_session(target).await?;
-        audit::record(
-            &*self.store,
+        self.record_event_at(
             now,
             EventKind::SessionRevoked,
             Some(current.user_id),
@@ -197,8 +194,7 @@ impl Auth {
             .store
             .delete_user_sessions(current.user_id, Some(current.id))
             .await?;
-        audit::record(
-            &*self.store,
+        self.record_event_at(
             now,
             EventKind::SessionRevoked,
             Some(current.user_id),
@@ -253,8 +249,7 @@ impl Auth {
             // Revoked meanwhile: the caller's credential is dead.
             return Err(CheckError::Unauthenticated);
         }
-        audit::record(
-            &*self.store,
+        self.record_event_at(
             now,
             EventKind::SessionRotated,
             Some(old.user_id),

@@ -45,7 +45,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
     let user = resolve(&auth, &user).await?;
     auth.admin_act(action, user.id, &meta).await?;
     // The MFA reset mails the user; deliver before the process ends.
-    auth.mailer.flush().await;
+    auth.mailer().flush().await;
     cli_output::admin_done(&format!("{}: done for user {}", action.name(), user.id.0));
     Ok(())
 }
@@ -54,8 +54,7 @@ pub async fn run(config: Config, command: AdminCommand) -> anyhow::Result<()> {
 async fn resolve(auth: &Auth, user: &str) -> anyhow::Result<User> {
     match uuid::Uuid::parse_str(user) {
         Ok(id) => auth
-            .store
-            .get_user(UserId(id))
+            .admin_get_user(UserId(id))
             .await?
             .context("no user with this id"),
         Err(_) => find(auth, user).await,
@@ -64,6 +63,6 @@ async fn resolve(auth: &Auth, user: &str) -> anyhow::Result<User> {
 
 async fn find(auth: &Auth, email: &str) -> anyhow::Result<User> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("email: {e}"))?;
-    let found = auth.store.find_credentials(email.key()).await?;
-    Ok(found.context("no user with this email address")?.user)
+    let found = auth.admin_find_user(&email).await?;
+    found.context("no user with this email address")
 }

@@ -3,6 +3,7 @@
 
 use anyhow::{Context, bail};
 
+use crate::app;
 use crate::audit::{RequestMeta, chain};
 use crate::cli::AuditCommand;
 use crate::cli_output;
@@ -10,10 +11,10 @@ use crate::config::{Config, format_duration};
 use crate::store;
 
 pub async fn run(config: Config, command: AuditCommand) -> anyhow::Result<()> {
-    let db = store::open(&config).await?;
+    let db = store::open(&app::store_options(&config)).await?;
     match command {
         AuditCommand::Verify => {
-            let sealer = store::audit_sealer(&config);
+            let sealer = app::audit_sealer(&config);
             let report = chain::verify(&*db, sealer).await?;
             match report {
                 Ok(report) => cli_output::audit_verified(&report),

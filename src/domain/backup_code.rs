@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 /// Codes per batch.
 pub const BATCH_SIZE: usize = 10;
 const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-const RANDOM_CHARS: usize = 15;
+pub const RANDOM_CHARS: usize = 15;
 
 /// A backup code (normalised: upper case, no separators).
 #[derive(Clone, PartialEq, Eq)]
@@ -55,22 +55,18 @@ impl BackupCode {
         (i < BATCH_SIZE).then(|| u8::try_from(i).ok()).flatten()
     }
 
-    /// Generates a fresh batch of [`BATCH_SIZE`] codes, one per slot.
-    pub fn generate_batch() -> Result<Vec<Self>, crate::crypto::RandomError> {
-        (0..BATCH_SIZE)
-            .map(|slot| {
-                let random = crate::crypto::random_bytes::<RANDOM_CHARS>()?;
-                let mut code = String::with_capacity(1 + RANDOM_CHARS);
-                code.push(char::from(ALPHABET[slot]));
-                // 256 is a multiple of 32, so `b % 32` is uniform.
-                code.extend(
-                    random
-                        .iter()
-                        .map(|b| char::from(ALPHABET[usize::from(*b % 32)])),
-                );
-                Ok(Self(Zeroizing::new(code)))
-            })
-            .collect()
+    /// The code for `slot` from `RANDOM_CHARS` random bytes (drawn by the
+    /// caller: `crypto` adds `BackupCode::generate_batch`).
+    pub fn from_random(slot: usize, random: [u8; RANDOM_CHARS]) -> Self {
+        let mut code = String::with_capacity(1 + RANDOM_CHARS);
+        code.push(char::from(ALPHABET[slot % BATCH_SIZE]));
+        // 256 is a multiple of 32, so `b % 32` is uniform.
+        code.extend(
+            random
+                .iter()
+                .map(|b| char::from(ALPHABET[usize::from(*b % 32)])),
+        );
+        Self(Zeroizing::new(code))
     }
 
     /// The public slot index (0-9).

@@ -16,6 +16,6 @@ pub use backup_code::BackupCode;
 pub use email::Email;
 pub use password::{Password, PasswordPolicy};
 pub use session::{Aal, Session};
-pub use session_token::SessionToken;
+pub use session_token::{SessionToken, TokenHash};
 pub use totp::{TotpCode, TotpSecret};
 pub use user::{User, UserId};

@@ -7,12 +7,21 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::crypto;
-
 const PREFIX: &str = "cst_";
-const RANDOM_BYTES: usize = 32;
+pub const RANDOM_BYTES: usize = 32;
 /// Length of the base64url text of 32 bytes.
 const ENCODED_LEN: usize = 43;
+
+/// A keyed hash of a session or mailed token: what the database stores and
+/// looks up (computed by `crypto::Keys`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenHash(pub [u8; 32]);
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(..)")
+    }
+}
 
 /// A session token as handed to a client. `Debug` redacts it.
 #[derive(Clone)]
@@ -29,13 +38,13 @@ impl fmt::Debug for SessionToken {
 pub struct MalformedToken;
 
 impl SessionToken {
-    /// A fresh token from the OS random generator.
-    pub fn generate() -> Result<Self, crypto::RandomError> {
-        let bytes = crypto::random_bytes::<RANDOM_BYTES>()?;
-        Ok(Self(SecretString::from(format!(
+    /// The token for 32 random bytes (the caller draws them: see
+    /// `crypto`, which adds `SessionToken::generate`).
+    pub fn from_random(bytes: [u8; RANDOM_BYTES]) -> Self {
+        Self(SecretString::from(format!(
             "{PREFIX}{}",
             URL_SAFE_NO_PAD.encode(bytes)
-        ))))
+        )))
     }
 
     /// Checks the shape of a presented token before any lookup, so garbage
@@ -68,12 +77,18 @@ impl SessionToken {
 mod tests {
     use super::*;
 
+    fn random_token() -> SessionToken {
+        let mut bytes = [0u8; RANDOM_BYTES];
+        getrandom::fill(&mut bytes).unwrap();
+        SessionToken::from_random(bytes)
+    }
+
     // covers: ASVS-7.2.3, ASVS-11.5.1
     #[test]
     fn generated_tokens_have_the_contract_shape_and_parse() {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..1000 {
-            let t = SessionToken::generate().unwrap();
+            let t = random_token();
             let text = t.expose().to_string();
             assert!(text.starts_with("cst_"));
             assert_eq!(text.len(), 4 + 43);
@@ -85,7 +100,7 @@ mod tests {
 
     #[test]
     fn malformed_tokens_are_refused() {
-        let good = SessionToken::generate().unwrap().expose().to_string();
+        let good = random_token().expose().to_string();
         for bad in [
             String::new(),
             "cst_".into(),

@@ -9,7 +9,7 @@ use std::fmt;
 use totp_rs::{Algorithm, Builder, Totp};
 use zeroize::Zeroizing;
 
-use crate::crypto::constant_time_eq;
+use subtle::ConstantTimeEq;
 
 /// Seconds per step.
 pub const STEP_SECONDS: u64 = 30;
@@ -61,13 +61,6 @@ impl TotpSecret {
         Self(Zeroizing::new(bytes))
     }
 
-    /// A new random secret from the OS generator.
-    pub fn generate() -> Result<Self, crate::crypto::RandomError> {
-        Ok(Self::from_bytes(
-            crate::crypto::random_bytes::<SECRET_BYTES>()?.to_vec(),
-        ))
-    }
-
     pub fn expose_bytes(&self) -> &[u8] {
         &self.0
     }
@@ -106,7 +99,7 @@ impl TotpSecret {
         // which step matched.
         for step in first..=now_step.saturating_add(ALLOWED_DRIFT_STEPS) {
             let expected = totp.generate(step.saturating_mul(STEP_SECONDS)).to_string();
-            if constant_time_eq(expected.as_bytes(), code.0.as_bytes()) {
+            if bool::from(expected.as_bytes().ct_eq(code.0.as_bytes())) {
                 matched = Some(step);
             }
         }

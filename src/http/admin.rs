@@ -20,9 +20,9 @@ use super::error::ApiError;
 use super::middleware;
 use super::views::UserView;
 use crate::audit::{EventKind, RequestMeta};
+use crate::auth::EventFilter;
 use crate::auth::admin::{AdminAction, AdminError};
 use crate::domain::{Email, User, UserId};
-use crate::store::EventFilter;
 
 impl From<AdminError> for ApiError {
     fn from(e: AdminError) -> Self {
@@ -68,7 +68,7 @@ async fn require_admin(
         .unwrap_or_default();
     let expected = state
         .auth
-        .config
+        .config()
         .admin_token
         .as_ref()
         .map(|t| t.expose_secret().to_string())
@@ -141,9 +141,9 @@ async fn find_users(
         .get("email")
         .ok_or_else(|| ApiError::InvalidRequest("email: required".into()))?;
     let email = Email::parse(raw).map_err(|e| ApiError::InvalidRequest(format!("email: {e}")))?;
-    let found = state.auth.store.find_credentials(email.key()).await?;
+    let found = state.auth.admin_find_user(&email).await?;
     Ok(Json(UserList {
-        users: found.iter().map(|c| AdminUserView::from(&c.user)).collect(),
+        users: found.iter().map(AdminUserView::from).collect(),
     }))
 }
 
@@ -159,8 +159,7 @@ async fn get_user(
     let id = parse_id(&id)?;
     let user = state
         .auth
-        .store
-        .get_user(id)
+        .admin_get_user(id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(Json(OneUser {
@@ -308,7 +307,7 @@ fn audit_filter(query: Option<&str>) -> Result<EventFilter, ApiError> {
 /// newest first.
 async fn audit(State(state): State<AppState>, req: Request) -> Result<Json<Events>, ApiError> {
     let filter = audit_filter(req.uri().query())?;
-    let events = state.auth.store.list_events(&filter).await?;
+    let events = state.auth.audit_events(&filter).await?;
     let next_before = (events.len() == filter.limit as usize)
         .then(|| events.last().map(|e| e.seq))
         .flatten();
@@ -333,15 +332,16 @@ async fn audit(State(state): State<AppState>, req: Request) -> Result<Json<Event
 
 /// Prometheus text format; gauges are read now.
 async fn metrics_text(State(state): State<AppState>) -> Response {
-    metrics::gauge!(crate::metrics::HASH_QUEUE).set(state.auth.hasher.queued() as f64);
-    if let Some((size, idle, max)) = state.auth.store.pool_stats() {
+    let stats = state.auth.runtime_stats();
+    metrics::gauge!(crate::metrics::HASH_QUEUE).set(stats.hash_queue as f64);
+    if let Some((size, idle, max)) = stats.pool {
         metrics::gauge!(crate::metrics::DB_POOL_SIZE).set(f64::from(size));
         metrics::gauge!(crate::metrics::DB_POOL_IDLE).set(idle as f64);
         let in_use = u64::from(size).saturating_sub(idle as u64);
         metrics::gauge!(crate::metrics::DB_POOL_IN_USE).set(in_use as f64);
         metrics::gauge!(crate::metrics::DB_POOL_MAX).set(f64::from(max));
     }
-    let stats = state.auth.mailer.stats();
+    let stats = stats.mail;
     metrics::counter!(crate::metrics::MAIL_SENT).absolute(stats.sent);
     metrics::counter!(crate::metrics::MAIL_FAILED_ATTEMPTS).absolute(stats.failed_attempts);
     metrics::counter!(crate::metrics::MAIL_DROPPED).absolute(stats.dropped);

@@ -6,14 +6,14 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::middleware::current_request_id;
+use super::request_id::current_request_id;
 use crate::auth::ServiceError;
+use crate::auth::StoreError;
 use crate::auth::accounts::RegisterError;
 use crate::auth::login::LoginError;
 use crate::auth::recovery::RecoveryError;
 use crate::auth::sessions::{CheckError, RevokeError};
 use crate::auth::throttle::Throttled;
-use crate::store::StoreError;
 
 /// Every error the API can answer with.
 #[derive(Debug)]

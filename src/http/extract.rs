@@ -12,10 +12,10 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
-use super::middleware::RequestId;
+use super::request_id::RequestId;
 use crate::audit::RequestMeta;
+use crate::audit::USER_AGENT_MAX;
 use crate::domain::{Session, SessionToken, User};
-use crate::store::USER_AGENT_MAX;
 
 /// Name of the browser session cookie (contract).
 pub const SESSION_COOKIE: &str = "__Host-castellan_session";
@@ -95,8 +95,12 @@ impl FromRequestParts<AppState> for RequestMeta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(peer)| {
-                super::client_ip::resolve(*peer, &parts.headers, &state.auth.config.trusted_proxies)
-                    .to_string()
+                super::client_ip::resolve(
+                    *peer,
+                    &parts.headers,
+                    &state.auth.config().trusted_proxies,
+                )
+                .to_string()
             })
             .unwrap_or_default();
         let user_agent = parts
@@ -206,7 +210,7 @@ impl<P: Policy> FromRequestParts<AppState> for Authenticated<P> {
                 .get(CSRF_HEADER)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
-            if !state.auth.keys.csrf_matches(session.id, presented) {
+            if !state.auth.csrf_matches(session.id, presented) {
                 return Err(ApiError::Forbidden(
                     "a valid X-CSRF-Token header is required",
                 ));
@@ -215,7 +219,7 @@ impl<P: Policy> FromRequestParts<AppState> for Authenticated<P> {
         if session.mfa_pending && !P::ALLOW_MFA_PENDING {
             return Err(ApiError::MfaRequired);
         }
-        if state.auth.config.require_mfa && !user.mfa_enabled && !P::ALLOW_WITHOUT_MFA {
+        if state.auth.config().require_mfa && !user.mfa_enabled && !P::ALLOW_WITHOUT_MFA {
             return Err(ApiError::MfaRequired);
         }
         Ok(Self {

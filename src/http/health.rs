@@ -31,7 +31,7 @@ pub async fn live() -> Json<Status> {
     (status = 503, body = crate::http::views::ErrorEnvelope),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
-    match tokio::time::timeout(READY_TIMEOUT, state.auth.store.ping()).await {
+    match tokio::time::timeout(READY_TIMEOUT, state.auth.ready()).await {
         Ok(Ok(())) => Ok(Json(Status { status: "ok" })),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");

@@ -12,38 +12,12 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
+use super::request_id::{REQUEST_ID, sane_request_id};
+pub use super::request_id::{RequestId, X_REQUEST_ID, current_request_id};
 use crate::config::Profile;
 
 /// Largest accepted request body (contract: 64 KiB, else 413).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-tokio::task_local! {
-    /// The current request's id, for error bodies built deep in the stack.
-    static REQUEST_ID: String;
-}
-
-/// The id of the request being served, or an empty string outside one.
-pub fn current_request_id() -> String {
-    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
-}
-
-/// The request id as a request extension, for extractors.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-/// An incoming id is echoed only if it is short and plain; anything else
-/// (control characters, header injection, 1 KiB of junk) is replaced.
-fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
-    let text = value?.to_str().ok()?;
-    let ok = !text.is_empty()
-        && text.len() <= 128
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
-    ok.then(|| text.to_string())
-}
 
 /// Assigns the request id, opens the request span, writes the access log
 /// line (path only: query strings may hold personal data) and echoes the id.
@@ -130,7 +104,7 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
         HeaderName::from_static("cross-origin-resource-policy"),
         "same-origin",
     );
-    if state.auth.config.profile == Profile::Production {
+    if state.auth.config().profile == Profile::Production {
         set(
             header::STRICT_TRANSPORT_SECURITY,
             "max-age=63072000; includeSubDomains",

@@ -11,6 +11,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use std::sync::Arc;
+
 use crate::auth::Auth;
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod extract;
 pub mod health;
 pub mod middleware;
 pub mod pages;
+pub mod request_id;
 pub mod views;
 
 use error::ApiError;
@@ -28,7 +31,8 @@ use error::ApiError;
 /// Shared state of the public listener.
 #[derive(Clone)]
 pub struct AppState {
-    pub auth: Auth,
+    /// The use cases: HTTP reaches storage only through them.
+    pub auth: Arc<Auth>,
 }
 
 #[derive(OpenApi)]

@@ -6,26 +6,17 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::audit::{RequestMeta, chain};
 use crate::auth::Auth;
-use crate::store::{PruneOutcome, StoreError};
+use crate::auth::{PruneOutcome, StoreError};
 
 /// How often the job looks for old events.
 pub const INTERVAL: Duration = Duration::from_secs(3600);
 
 /// One pass; `None` when retention is `forever` or nothing was old enough.
 pub async fn run_once(auth: &Auth) -> Result<Option<PruneOutcome>, StoreError> {
-    let Some(retention) = auth.config.audit_retention else {
-        return Ok(None);
-    };
-    let meta = RequestMeta {
-        request_id: "job:audit_retention".into(),
-        ..RequestMeta::default()
-    };
-    chain::prune(&*auth.store, auth.clock.now(), retention, &meta).await
+    auth.prune_audit().await
 }
 
-/// Runs [`run_once`] every [`INTERVAL`] until `shutdown` turns true.
 pub async fn run(auth: Auth, shutdown: watch::Receiver<bool>) {
     let auth = &auth;
     super::every(INTERVAL, shutdown, || async move {

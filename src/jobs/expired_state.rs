@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
-use crate::store::StoreError;
+use crate::auth::StoreError;
 
 /// What one pass deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,7 +21,7 @@ pub struct Purged {
 pub async fn run_once(auth: &Auth) -> Result<Purged, StoreError> {
     Ok(Purged {
         throttles: auth.purge_ended_windows().await?,
-        account_tokens: auth.store.purge_account_tokens(auth.clock.now()).await?,
+        account_tokens: auth.purge_expired_account_tokens().await?,
     })
 }
 

@@ -9,13 +9,14 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::config::{Config, DatabaseConfig};
-use crate::crypto::TokenHash;
-use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, Digest32, StoredLink};
-use crate::domain::{Aal, Email, Session, User, UserId};
+use crate::domain::audit_chain::{ChainHead, ChainedContent, Digest32, StoredLink};
+use crate::domain::{Aal, Email, Session, TokenHash, User, UserId};
 
+mod options;
 pub mod postgres;
 pub mod sqlite;
+
+pub use options::{Backend, PoolOptions, StoreOptions};
 
 /// What can go wrong in storage, phrased for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +60,7 @@ macro_rules! ops {
 ops! {
     CreateUser => "create_user",
     FindCredentials => "find_credentials",
+    FindUser => "find_user",
     GetUser => "get_user",
     SetPasswordHash => "set_password_hash",
     SetLocked => "set_locked",
@@ -260,6 +262,9 @@ pub trait UserStore: Send + Sync {
     async fn create_user(&self, new: &NewUser) -> Result<User, StoreError>;
     /// Looks a user up by the case-folded email, with the password hash.
     async fn find_credentials(&self, email_key: &str) -> Result<Option<Credentials>, StoreError>;
+    /// Looks a user up by the case-folded email, without the password
+    /// hash (what administrators see).
+    async fn find_user(&self, email_key: &str) -> Result<Option<User>, StoreError>;
     async fn get_user(&self, id: UserId) -> Result<Option<User>, StoreError>;
     /// Replaces the stored hash, e.g. after a parameter upgrade.
     async fn set_password_hash(&self, id: UserId, phc: &str) -> Result<(), StoreError>;
@@ -527,14 +532,12 @@ pub trait Store:
 }
 
 /// Opens the configured backend and applies pending migrations.
-pub async fn open(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match &config.database {
-        DatabaseConfig::Sqlite { path } => {
-            Arc::new(sqlite::SqliteStore::open(path, audit_sealer(config)).await?)
+pub async fn open(options: &StoreOptions) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &options.backend {
+        Backend::Sqlite { path } => {
+            Arc::new(sqlite::SqliteStore::open(path, options.sealer.clone()).await?)
         }
-        DatabaseConfig::Postgres { url } => {
-            Arc::new(postgres::PgStore::connect(url, config).await?)
-        }
+        Backend::Postgres { url } => Arc::new(postgres::PgStore::connect(url, options).await?),
     })
 }
 
@@ -546,15 +549,7 @@ pub(crate) fn stored_digest(bytes: Vec<u8>) -> Result<Digest32, StoreError> {
         .map_err(|_| StoreError::Unexpected(anyhow::anyhow!("audit chain hash is not 32 bytes")))
 }
 
-/// The audit chain's sealer, with the HMAC key when one is configured.
-pub fn audit_sealer(config: &Config) -> ChainSealer {
-    ChainSealer::new(config.audit_key.as_ref().map(|k| k.expose()))
-}
-
 /// Applies pending migrations only (the `migrate` command).
-pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    open(config).await.map(|_| ())
+pub async fn migrate(options: &StoreOptions) -> anyhow::Result<()> {
+    open(options).await.map(|_| ())
 }
-
-/// Keeps user agents short and printable before they are stored.
-pub const USER_AGENT_MAX: usize = 512;

@@ -342,7 +342,7 @@ async fn stored_hash_is_upgraded_at_next_login(b: Backend) {
     let key = e.to_lowercase();
     let before = app
         .auth
-        .store
+        .store()
         .find_credentials(&key)
         .await
         .unwrap()
@@ -364,7 +364,7 @@ async fn stored_hash_is_upgraded_at_next_login(b: Backend) {
     assert_eq!(app.login(&e, PASSWORD).await.status, 200);
     let after = app
         .auth
-        .store
+        .store()
         .find_credentials(&key)
         .await
         .unwrap()

@@ -247,7 +247,7 @@ async fn admin_mfa_reset_clears_the_second_factor_and_tells_the_user(b: Backend)
         .assert_error(401, "unauthenticated");
     let r = app.login(&e, PASSWORD).await;
     assert_eq!(r.json()["session"]["mfa_pending"], false);
-    app.auth.mailer.flush().await;
+    app.auth.mailer().flush().await;
     assert!(
         app.mails()
             .iter()

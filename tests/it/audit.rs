@@ -104,7 +104,9 @@ async fn record_events(store: &dyn Store, at: OffsetDateTime, n: usize) {
 
 /// A fresh database holding a chain of `n` events.
 async fn chain_of(env: &TestEnv, n: usize) -> Arc<dyn Store> {
-    let s = store::open(&env.config()).await.unwrap();
+    let s = store::open(&castellan::app::store_options(&env.config()))
+        .await
+        .unwrap();
     record_events(&*s, OffsetDateTime::now_utc(), n).await;
     s
 }
@@ -176,7 +178,7 @@ async fn real_traffic_builds_a_chain_that_verifies(b: Backend) {
     app.login(&e, "a wrong password, not the real one").await;
     app.send_bearer(reqwest::Method::POST, "/v1/logout", &token, None)
         .await;
-    let events = app.auth.store.chain_events(0, 1000).await.unwrap();
+    let events = app.auth.store().chain_events(0, 1000).await.unwrap();
     assert!(events.len() >= 5, "{events:?}");
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
     assert_eq!(seqs, (1..=events.len() as i64).collect::<Vec<_>>());
@@ -184,10 +186,13 @@ async fn real_traffic_builds_a_chain_that_verifies(b: Backend) {
         assert_eq!(pair[1].prev_hash, pair[0].hash, "linked");
         assert!(pair[1].mac.is_none(), "no key configured, no HMAC");
     }
-    let report = chain::verify(&*app.auth.store, store::audit_sealer(&app.auth.config))
-        .await
-        .unwrap()
-        .unwrap();
+    let report = chain::verify(
+        &**app.auth.store(),
+        castellan::app::audit_sealer(&app.auth.config()),
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(report.events, events.len() as u64);
     assert_eq!(report.authenticated, None);
     assert_verify_passes(
@@ -289,7 +294,7 @@ async fn pruning_keeps_the_chain_verifiable(b: Backend) {
     env.set("CASTELLAN_AUDIT_RETENTION", "30d");
     let clock = Arc::new(ManualClock::new(OffsetDateTime::now_utc()));
     let app = env.spawn_with_clock(clock.clone()).await;
-    let store = &*app.auth.store;
+    let store = &**app.auth.store();
     record_events(store, clock.now(), 3).await;
     let job = castellan::jobs::audit_retention::run_once;
     assert_eq!(job(&app.auth).await.unwrap(), None, "nothing is old yet");
@@ -304,7 +309,7 @@ async fn pruning_keeps_the_chain_verifiable(b: Backend) {
     assert_eq!(left[2].detail["events_removed"], 3);
     let head = store.chain_head().await.unwrap();
     assert_eq!(head.checkpoint_seq, 3);
-    let report = chain::verify(store, store::audit_sealer(&app.auth.config))
+    let report = chain::verify(store, castellan::app::audit_sealer(&app.auth.config()))
         .await
         .unwrap()
         .unwrap();
@@ -378,7 +383,9 @@ async fn export_writes_one_json_line_per_event(b: Backend) {
 async fn four_writers_in_two_processes_keep_one_chain(b: Backend) {
     let mut env = TestEnv::new(b).await;
     env.set("CASTELLAN_ADMIN_TOKEN", ADMIN_TOKEN);
-    store::migrate(&env.config()).await.unwrap();
+    store::migrate(&castellan::app::store_options(&env.config()))
+        .await
+        .unwrap();
     let mut nodes = Vec::new();
     for _ in 0..2 {
         let (port, admin_port) = (free_port(), free_port());
@@ -415,8 +422,10 @@ async fn four_writers_in_two_processes_keep_one_chain(b: Backend) {
         })
         .collect();
     // Meanwhile, verification runs against the growing chain and passes.
-    let reader = store::open(&env.config()).await.unwrap();
-    let sealer = store::audit_sealer(&env.config());
+    let reader = store::open(&castellan::app::store_options(&env.config()))
+        .await
+        .unwrap();
+    let sealer = castellan::app::audit_sealer(&env.config());
     loop {
         let report = chain::verify(&*reader, sealer.clone()).await.unwrap();
         assert!(report.is_ok(), "{report:?}");
@@ -431,7 +440,9 @@ async fn four_writers_in_two_processes_keep_one_chain(b: Backend) {
         assert!(terminate(&mut child).success());
     }
     assert_verify_passes(&env, "audit chain intact: 100 events, 1 to 100");
-    let s = store::open(&env.config()).await.unwrap();
+    let s = store::open(&castellan::app::store_options(&env.config()))
+        .await
+        .unwrap();
     let events = s.chain_events(0, 1000).await.unwrap();
     assert_eq!(events.len(), 100);
     assert!(events.iter().all(|e| e.kind == "access_denied"));
@@ -495,7 +506,7 @@ async fn admin_commands_act_like_the_admin_api(b: Backend) {
     assert_eq!(missing.status.code(), Some(1));
     assert!(text(&missing.stderr).contains("no user"));
     assert_eq!(
-        cli_actions(&*app.auth.store).await,
+        cli_actions(&**app.auth.store()).await,
         [
             "revoke_all_sessions",
             "reset_mfa",

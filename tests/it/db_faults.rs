@@ -184,7 +184,7 @@ async fn a_pool_larger_than_the_server_allows_is_refused_at_start() {
         &cluster.url("postgres", "sslmode=disable"),
     );
     env.set("CASTELLAN_DB_MAX_CONNECTIONS", "10");
-    let opened = castellan::store::open(&env.config()).await;
+    let opened = castellan::store::open(&castellan::app::store_options(&env.config())).await;
     let err = match opened {
         Ok(s) => panic!("refused; pool stats {:?}", s.pool_stats()),
         Err(e) => e,
@@ -198,7 +198,9 @@ async fn a_pool_larger_than_the_server_allows_is_refused_at_start() {
     );
     env.set("CASTELLAN_DB_MAX_CONNECTIONS", "9");
     assert!(
-        castellan::store::open(&env.config()).await.is_ok(),
+        castellan::store::open(&castellan::app::store_options(&env.config()))
+            .await
+            .is_ok(),
         "a pool that fits starts"
     );
 }

@@ -112,7 +112,7 @@ impl TestEnv {
 
     /// The database URL an app of this test runs on.
     pub fn database_url_of(app: &TestApp) -> String {
-        match &app.auth.config.database {
+        match &app.auth.config().database {
             castellan::config::DatabaseConfig::Postgres { url } => {
                 secrecy::ExposeSecret::expose_secret(url).to_string()
             }
@@ -395,7 +395,7 @@ impl TestApp {
     /// The newest `limit` security events, newest first.
     pub async fn events(&self, limit: u32) -> Vec<castellan::store::Event> {
         self.auth
-            .store
+            .store()
             .list_events(&castellan::store::EventFilter::newest(limit))
             .await
             .expect("events")

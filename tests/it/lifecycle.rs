@@ -53,7 +53,7 @@ fn mailed_token(app: &TestApp, marker: &str) -> String {
 }
 
 async fn flush(app: &TestApp) {
-    app.auth.mailer.flush().await;
+    app.auth.mailer().flush().await;
 }
 
 // covers: ASVS-6.2.2, ASVS-6.2.3, ASVS-7.4.3, N63B-20, ASVS-16.3.1
@@ -592,7 +592,7 @@ async fn ended_rate_windows_and_expired_tokens_are_deleted(b: Backend) {
     );
     // The failure streak and the hard-stop count never expire by age.
     let key = e.to_lowercase();
-    let store = &app.auth.store;
+    let store = &app.auth.store();
     assert_eq!(
         store
             .throttle_count(&format!("pw:consec:{key}"))

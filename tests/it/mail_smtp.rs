@@ -195,7 +195,7 @@ async fn turn_on_totp(app: &TestApp) -> (String, Duration) {
 const TOTP_ON: &str = "Two-factor authentication was turned on";
 
 async fn flush(app: &TestApp, within: Duration) {
-    tokio::time::timeout(within, app.auth.mailer.flush())
+    tokio::time::timeout(within, app.auth.mailer().flush())
         .await
         .expect("the mail queue drains");
 }
@@ -243,7 +243,7 @@ async fn smtp_delivers_one_multipart_notice_to_the_user() {
         app.mails().is_empty(),
         "smtp transport writes no .eml files"
     );
-    let stats = app.auth.mailer.stats();
+    let stats = app.auth.mailer().stats();
     assert!(stats.sent >= 1 && stats.dropped == 0, "{stats:?}");
     app.shutdown().await;
 }
@@ -257,13 +257,13 @@ async fn smtp_down_keeps_requests_fast_and_the_mail_is_retried() {
     let (to, took) = turn_on_totp(&app).await;
     assert!(took < Duration::from_secs(5), "activation took {took:?}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while app.auth.mailer.stats().failed_attempts == 0 {
+    while app.auth.mailer().stats().failed_attempts == 0 {
         assert!(Instant::now() < deadline, "no delivery attempt was made");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(app.auth.mailer.stats().sent, 0);
+    assert_eq!(app.auth.mailer().stats().sent, 0);
     assert!(
-        app.auth.mailer.pending() >= 1,
+        app.auth.mailer().pending() >= 1,
         "the message waits for a retry"
     );
     // The service keeps answering while the mail server is down.
@@ -276,7 +276,7 @@ async fn smtp_down_keeps_requests_fast_and_the_mail_is_retried() {
     assert_eq!(got.len(), 1, "the retried notice arrives once: {got:?}");
     assert_one_notice_to(&got[0], &to);
     flush(&app, Duration::from_secs(5)).await;
-    let stats = app.auth.mailer.stats();
+    let stats = app.auth.mailer().stats();
     assert!(
         stats.failed_attempts >= 1 && stats.sent >= 1 && stats.dropped == 0,
         "{stats:?}"
@@ -313,7 +313,7 @@ async fn starttls_verifies_the_certificate_against_smtp_ca_file() {
     let untrusting = env.spawn().await;
     turn_on_totp(&untrusting).await;
     flush(&untrusting, Duration::from_secs(30)).await;
-    let stats = untrusting.auth.mailer.stats();
+    let stats = untrusting.auth.mailer().stats();
     assert_eq!((stats.sent, stats.dropped), (0, 1), "{stats:?}");
     assert!(
         sink.messages().is_empty(),
@@ -344,7 +344,7 @@ async fn starttls_never_falls_back_to_plaintext() {
     let app = env.spawn().await;
     turn_on_totp(&app).await;
     flush(&app, Duration::from_secs(30)).await;
-    let stats = app.auth.mailer.stats();
+    let stats = app.auth.mailer().stats();
     assert_eq!((stats.sent, stats.dropped), (0, 1), "{stats:?}");
     assert!(sink.messages().is_empty());
     app.shutdown().await;

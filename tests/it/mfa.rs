@@ -567,18 +567,18 @@ async fn a_tampered_secret_fails_closed(b: Backend) {
     let (e, secret, _codes, _) = mfa_user(&app).await;
     let user = app
         .auth
-        .store
+        .store()
         .find_credentials(&e.to_lowercase())
         .await
         .unwrap()
         .unwrap()
         .user
         .id;
-    let mut record = app.auth.store.get_totp(user).await.unwrap().unwrap();
+    let mut record = app.auth.store().get_totp(user).await.unwrap().unwrap();
     let last = record.sealed_secret.len() - 1;
     record.sealed_secret[last] ^= 0x01;
     app.auth
-        .store
+        .store()
         .reseal_totp(user, &record.sealed_secret)
         .await
         .unwrap();

@@ -37,9 +37,12 @@ async fn env_for(url: &str) -> TestEnv {
 async fn connect(url: &str) -> anyhow::Result<PgStore> {
     let config = env_for(url).await.config();
     let secret = SecretString::from(url.to_string());
-    tokio::time::timeout(Duration::from_secs(20), PgStore::connect(&secret, &config))
-        .await
-        .unwrap_or_else(|_| panic!("connecting to {url} hung"))
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        PgStore::connect(&secret, &castellan::app::store_options(&config)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("connecting to {url} hung"))
 }
 
 /// `(ssl, version, client_dn)` of a connection taken from castellan's pool.
@@ -73,9 +76,12 @@ async fn assert_tls(url: &str) -> String {
 /// at start-up) and that the error names one of `expect`; returns it.
 async fn assert_refused(cluster: &PgCluster, url: &str, why: &str, expect: &[&str]) -> String {
     let config = env_for(url).await.config();
-    let opened = tokio::time::timeout(Duration::from_secs(20), castellan::store::open(&config))
-        .await
-        .unwrap_or_else(|_| panic!("{why}: connecting to {url} hung"));
+    let opened = tokio::time::timeout(
+        Duration::from_secs(20),
+        castellan::store::open(&castellan::app::store_options(&config)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{why}: connecting to {url} hung"));
     let err = match opened {
         Ok(_) => panic!("{why}: castellan connected to {url}"),
         Err(e) => format!("{e:#}"),
@@ -314,7 +320,7 @@ async fn a_server_without_tls_is_refused_with_no_plaintext_fallback() {
     for (k, v) in PRODUCTION {
         env.set(k, v);
     }
-    let err = match castellan::store::open(&env.config()).await {
+    let err = match castellan::store::open(&castellan::app::store_options(&env.config())).await {
         Ok(_) => panic!("production connected to a server without TLS"),
         Err(e) => format!("{e:#}"),
     };

@@ -147,7 +147,7 @@ async fn logout_kills_the_token_at_once_and_clears_the_cookie(b: Backend) {
     // The row is gone, not just flagged.
     let user = app
         .auth
-        .store
+        .store()
         .find_credentials(&app_user_key(&app).await)
         .await
         .unwrap();
@@ -157,9 +157,9 @@ async fn logout_kills_the_token_at_once_and_clears_the_cookie(b: Backend) {
 async fn app_user_key(app: &crate::helpers::TestApp) -> String {
     let events = app.events(100).await;
     let id = events.iter().find_map(|e| e.user_id).unwrap();
-    let user = app.auth.store.get_user(id).await.unwrap().unwrap();
+    let user = app.auth.store().get_user(id).await.unwrap().unwrap();
     assert!(
-        app.auth.store.list_sessions(id).await.unwrap().is_empty(),
+        app.auth.store().list_sessions(id).await.unwrap().is_empty(),
         "logout deleted the row"
     );
     user.email.key().to_string()

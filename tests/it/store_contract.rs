@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use castellan::crypto::TokenHash;
+use castellan::domain::TokenHash;
 use castellan::domain::{Aal, Email, UserId};
 use castellan::store::{
     self, EventFilter, NewEvent, NewSession, NewUser, Store, StoreError, TokenPurpose,
@@ -27,7 +27,12 @@ on_both_backends!(
 
 async fn open(b: Backend) -> (Arc<dyn Store>, TestEnv) {
     let env = TestEnv::new(b).await;
-    (store::open(&env.config()).await.expect("store opens"), env)
+    (
+        store::open(&castellan::app::store_options(&env.config()))
+            .await
+            .expect("store opens"),
+        env,
+    )
 }
 
 fn now() -> OffsetDateTime {
@@ -405,7 +410,7 @@ async fn a_refused_event_fails_alone_among_concurrent_appends() {
     );
     assert!(!outcomes[7]);
     assert_eq!(s.chain_events(0, 100).await.unwrap().len(), 19);
-    let report = castellan::audit::chain::verify(&*s, store::audit_sealer(&env.config()))
+    let report = castellan::audit::chain::verify(&*s, castellan::app::audit_sealer(&env.config()))
         .await
         .unwrap();
     assert_eq!(report.unwrap().events, 19);
@@ -423,12 +428,12 @@ async fn outcomes_of(
 
 async fn migrations_are_idempotent(b: Backend) {
     let env = TestEnv::new(b).await;
-    let config = env.config();
+    let options = castellan::app::store_options(&env.config());
     // Two opens at the same moment, then a third: each applies or skips cleanly.
-    let (a, c) = tokio::join!(store::open(&config), store::open(&config));
+    let (a, c) = tokio::join!(store::open(&options), store::open(&options));
     a.unwrap();
     c.unwrap();
-    store::migrate(&config).await.unwrap();
+    store::migrate(&options).await.unwrap();
 }
 
 #[test]

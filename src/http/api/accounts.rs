@@ -73,7 +73,7 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
     let password =
-        Password::for_verification(&body.password, state.auth.config.password_max_length)
+        Password::for_verification(&body.password, state.auth.config().password_max_length)
             .map_err(|e: PasswordError| ApiError::InvalidRequest(format!("password: {e}")))?;
     let done = state.auth.login(&email, &password, &meta).await?;
     Ok(issued(&state, done.token, &done.session, None))
@@ -86,7 +86,7 @@ pub fn issued(
     session: &crate::domain::Session,
     backup_codes_remaining: Option<u32>,
 ) -> Response {
-    let idle = state.auth.config.session.idle_timeout;
+    let idle = state.auth.config().session.idle_timeout;
     let max_age = (session.expires_at - session.created_at)
         .whole_seconds()
         .max(0);

@@ -112,7 +112,7 @@ pub async fn check(
     let redirect = matches!(q.redirect.as_deref(), Some("1" | "true"));
     let origins = crate::http::pages::allowed_origins(&state);
     let back = original_url(&parts.headers).and_then(|u| ReturnTo::parse(&u, &origins));
-    let base = &state.auth.config.public_base_url;
+    let base = &state.auth.config().public_base_url;
     let refuse = |error: ApiError, page: &str| {
         let target = format!(
             "{base}{}",
@@ -144,7 +144,7 @@ pub async fn check(
         }
         Err(e) => return ApiError::from(e).into_response(),
     };
-    let mfa_missing = state.auth.config.require_mfa && !user.mfa_enabled;
+    let mfa_missing = state.auth.config().require_mfa && !user.mfa_enabled;
     if mfa_missing || (needs.aal2 && session.aal != Aal::Aal2) {
         return refuse(ApiError::MfaRequired, "/ui/mfa");
     }

@@ -201,7 +201,7 @@ pub async fn backup_status(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<BackupCodeStatus>, ApiError> {
-    let (remaining, total) = state.auth.store.backup_code_counts(auth.user.id).await?;
+    let (remaining, total) = state.auth.backup_code_status(auth.user.id).await?;
     Ok(Json(BackupCodeStatus { remaining, total }))
 }
 

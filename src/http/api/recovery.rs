@@ -45,7 +45,7 @@ pub async fn change(
 ) -> Result<StatusCode, ApiError> {
     let current = Password::for_verification(
         &body.current_password,
-        state.auth.config.password_max_length,
+        state.auth.config().password_max_length,
     )
     .map_err(|e| ApiError::InvalidRequest(format!("current_password: {e}")))?;
     let new = new_password(&state, &body.new_password, &auth.user.email)?;

@@ -22,11 +22,11 @@ pub async fn current(
     State(state): State<AppState>,
     auth: Authenticated<EnrolmentAllowed>,
 ) -> Json<CurrentSession> {
-    let idle = state.auth.config.session.idle_timeout;
+    let idle = state.auth.config().session.idle_timeout;
     Json(CurrentSession {
         session: SessionView::new(&auth.session, idle, true),
         user: UserView::from(&auth.user),
-        csrf_token: state.auth.keys.csrf_token(auth.session.id),
+        csrf_token: state.auth.csrf_token(auth.session.id),
     })
 }
 
@@ -62,7 +62,7 @@ pub async fn list(
     State(state): State<AppState>,
     auth: Authenticated,
 ) -> Result<Json<SessionList>, ApiError> {
-    let idle = state.auth.config.session.idle_timeout;
+    let idle = state.auth.config().session.idle_timeout;
     let sessions = state.auth.list_sessions(auth.user.id).await?;
     Ok(Json(SessionList {
         sessions: sessions
@@ -144,7 +144,7 @@ pub async fn reauthenticate(
 ) -> Result<Response, ApiError> {
     let password = crate::domain::Password::for_verification(
         &body.password,
-        state.auth.config.password_max_length,
+        state.auth.config().password_max_length,
     )
     .map_err(|e| ApiError::InvalidRequest(format!("password: {e}")))?;
     let second = super::mfa::second_factor(body.totp_code.as_deref(), body.backup_code.as_deref())?;

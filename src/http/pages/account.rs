@@ -89,9 +89,9 @@ async fn account_page(
     Ok(AccountPage {
         nav: Nav {
             signed_in: true,
-            csrf: state.auth.keys.csrf_token(session.id),
+            csrf: state.auth.csrf_token(session.id),
         },
-        csrf: state.auth.keys.csrf_token(session.id),
+        csrf: state.auth.csrf_token(session.id),
         email: user.email.as_str().to_string(),
         email_verified: user.email_verified,
         mfa_enabled: user.mfa_enabled,
@@ -116,7 +116,7 @@ async fn account_page(
         notice: notice(done),
         current_password_error: None,
         new_password_error: None,
-        min_length: state.auth.config.password_min_length,
+        min_length: state.auth.config().password_min_length,
     })
 }
 
@@ -155,7 +155,7 @@ pub async fn change_password(
     SessionForm { auth, form: f }: SessionForm<PasswordForm>,
 ) -> Result<Response, ApiError> {
     let mut again = account_page(&state, &auth.session, &auth.user, None).await?;
-    let max = state.auth.config.password_max_length;
+    let max = state.auth.config().password_max_length;
     let Ok(current) = Password::for_verification(&f.current_password, max) else {
         again.current_password_error = Some("Enter your current password.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));
@@ -257,7 +257,7 @@ fn confirm_page(
     action: Action,
     target: Option<&ReturnTo>,
 ) -> ConfirmPage {
-    let csrf = state.auth.keys.csrf_token(session.id);
+    let csrf = state.auth.csrf_token(session.id);
     ConfirmPage {
         nav: Nav {
             signed_in: true,
@@ -303,7 +303,7 @@ fn codes_page(
     codes: &[BackupCode],
     target: Option<&ReturnTo>,
 ) -> CodesPage {
-    let csrf = state.auth.keys.csrf_token(session.id);
+    let csrf = state.auth.csrf_token(session.id);
     CodesPage {
         nav: Nav {
             signed_in: true,
@@ -383,9 +383,9 @@ async fn run(
             Ok(e) => Ok(render(&EnrolPage {
                 nav: Nav {
                     signed_in: true,
-                    csrf: state.auth.keys.csrf_token(session.id),
+                    csrf: state.auth.csrf_token(session.id),
                 },
-                csrf: state.auth.keys.csrf_token(session.id),
+                csrf: state.auth.csrf_token(session.id),
                 secret: e.secret_base32.to_string(),
                 qr_data_uri: format!("data:image/svg+xml;base64,{}", STANDARD.encode(&e.qr_svg)),
                 return_to: target.map(|t| t.as_str().to_string()).unwrap_or_default(),
@@ -605,7 +605,7 @@ pub async fn confirm(
     let target = return_to(&state, f.return_to.as_deref());
     let mut again = confirm_page(&state, &auth.session, &auth.user, action, target.as_ref());
     let Ok(password) =
-        Password::for_verification(&f.password, state.auth.config.password_max_length)
+        Password::for_verification(&f.password, state.auth.config().password_max_length)
     else {
         again.password_error = Some("Enter your password.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));

@@ -42,7 +42,7 @@ pub struct PageSession<P: Policy = FullSession> {
 impl<P: Policy> PageSession<P> {
     /// The session's CSRF token for this page's forms.
     pub fn csrf(&self, state: &AppState) -> String {
-        state.auth.keys.csrf_token(self.session.id)
+        state.auth.csrf_token(self.session.id)
     }
 
     pub fn nav(&self, state: &AppState) -> super::Nav {
@@ -93,7 +93,7 @@ impl<P: Policy> FromRequestParts<AppState> for PageSession<P> {
         if session.mfa_pending && !P::ALLOW_MFA_PENDING {
             return Err(Redirect::to("/ui/mfa").into_response());
         }
-        if state.auth.config.require_mfa && !user.mfa_enabled && !P::ALLOW_WITHOUT_MFA {
+        if state.auth.config().require_mfa && !user.mfa_enabled && !P::ALLOW_WITHOUT_MFA {
             return Err(ApiError::MfaRequired.into_response());
         }
         Ok(Self {
@@ -151,7 +151,7 @@ impl<T: DeserializeOwned + Send, P: Policy> FromRequest<AppState> for SessionFor
         let (csrf, form) = read_form::<T>(Request::from_parts(parts, body))
             .await
             .map_err(IntoResponse::into_response)?;
-        if !state.auth.keys.csrf_matches(auth.session.id, &csrf) {
+        if !state.auth.csrf_matches(auth.session.id, &csrf) {
             return Err(csrf_refused());
         }
         Ok(Self { auth, form })

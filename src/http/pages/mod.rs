@@ -108,7 +108,7 @@ pub fn content_security_policy(form_targets: &[String]) -> String {
 
 /// Sets the pages' headers on a response (assets set their own caching).
 pub fn set_page_headers(state: &AppState, response: &mut Response) {
-    let csp = content_security_policy(&state.auth.config.ui_return_origins);
+    let csp = content_security_policy(&state.auth.config().ui_return_origins);
     let h = response.headers_mut();
     if let Ok(value) = HeaderValue::from_str(&csp) {
         h.insert(header::CONTENT_SECURITY_POLICY, value);
@@ -147,7 +147,7 @@ pub fn render_with<T: Template>(status: StatusCode, template: &T) -> Response {
 
 /// The allowed return origins: castellan's own and the configured ones.
 pub fn allowed_origins(state: &AppState) -> Vec<String> {
-    let config = &state.auth.config;
+    let config = state.auth.config();
     let mut origins = config.ui_return_origins.clone();
     if let Some(own) = crate::domain::return_to::parse_origin(&config.public_base_url) {
         origins.push(own);

@@ -149,14 +149,14 @@ pub async fn reset_form(
             RESET_COOKIE,
             "/ui/password/reset",
             &token,
-            state.auth.config.reset_token_ttl,
+            state.auth.config().reset_token_ttl,
         );
     }
     csrf.apply(render(&ResetPage {
         nav: Nav::signed_out(),
         csrf: csrf.token.clone(),
         has_token: cookie(&parts, RESET_COOKIE).is_some_and(|t| !t.is_empty()),
-        min_length: state.auth.config.password_min_length,
+        min_length: state.auth.config().password_min_length,
         password_error: None,
     }))
 }
@@ -181,7 +181,7 @@ pub async fn reset_submit(
         nav: Nav::signed_out(),
         csrf: csrf.token.clone(),
         has_token: !token.is_empty(),
-        min_length: state.auth.config.password_min_length,
+        min_length: state.auth.config().password_min_length,
         password_error: None,
     };
     let password = match Password::new_with_policy(&f.new_password, &state.auth.password_policy()) {
@@ -245,7 +245,7 @@ pub async fn verify_form(
             VERIFY_COOKIE,
             "/ui/email/verify",
             &token,
-            state.auth.config.verification_token_ttl,
+            state.auth.config().verification_token_ttl,
         );
     }
     csrf.apply(render(&VerifyPage {

@@ -118,7 +118,7 @@ pub async fn submit(
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));
     };
     let Ok(password) =
-        Password::for_verification(&f.password, state.auth.config.password_max_length)
+        Password::for_verification(&f.password, state.auth.config().password_max_length)
     else {
         again.password_error = Some("Enter your password.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));
@@ -315,7 +315,7 @@ pub async fn mfa_submit(
         }
     } else if auth.user.mfa_enabled {
         let Some(password) = present(&f.password).and_then(|p| {
-            Password::for_verification(p, state.auth.config.password_max_length).ok()
+            Password::for_verification(p, state.auth.config().password_max_length).ok()
         }) else {
             again.password_error = Some("Enter your password.".into());
             return Ok(render_with(StatusCode::BAD_REQUEST, &again));
@@ -358,7 +358,7 @@ fn backup_used(
     NoticePage {
         nav: Nav {
             signed_in: true,
-            csrf: state.auth.keys.csrf_token(session.id),
+            csrf: state.auth.csrf_token(session.id),
         },
         title: "Signed in with a backup code".into(),
         message: format!("That backup code is now used up. You have {left} backup codes left."),

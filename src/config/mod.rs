@@ -1,0 +1,296 @@
+//! Configuration: defaults, then a TOML file, then `CASTELLAN_*` variables.
+//!
+//! Every setting is declared once in [`SETTINGS`] (key, environment name,
+//! default, meaning). The file uses the same keys in lower case
+//! (`session_idle_timeout = "30m"`); the environment uses `CASTELLAN_` plus the
+//! key in upper case. Secret settings can also be read from a file named by
+//! `<key>_file` / `CASTELLAN_<KEY>_FILE`. Everything is parsed and validated
+//! at start-up, all problems are reported together, and the result is
+//! immutable.
+//!
+//! The folder splits the jobs: [`settings`] declares every setting,
+//! `load` reads the sources (defaults, file, environment) into a [`Config`],
+//! `parse` turns one raw value into a typed one, and `rules` checks the
+//! settings that depend on each other.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use lettre::transport::smtp::client::{Certificate, TlsParameters};
+use secrecy::SecretString;
+
+mod load;
+mod parse;
+mod rules;
+pub mod settings;
+#[cfg(test)]
+mod tests;
+
+pub use load::process_env;
+pub use parse::{format_duration, parse_duration};
+pub use settings::{SETTINGS, Setting};
+
+/// `dev` or `production`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MailTransport {
+    File,
+    Smtp,
+}
+
+/// How the SMTP connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// Plain connection upgraded with STARTTLS; the upgrade is required.
+    StartTls,
+    /// TLS from the first byte (SMTPS, usually port 465).
+    Implicit,
+    /// No TLS at all: only allowed for a loopback relay.
+    None,
+}
+
+/// The SMTP transport settings (used when `mail_transport = smtp`).
+#[derive(Clone)]
+pub struct SmtpConfig {
+    /// Host name or IP address, without brackets; empty means unset.
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// `smtp_ca_file` and its content, read and checked at start-up.
+    pub ca_file: Option<PathBuf>,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl fmt::Debug for SmtpConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+impl SmtpConfig {
+    /// TLS for the SMTP connection: the web PKI roots plus `smtp_ca_file`,
+    /// checking the server name. Validation calls it too, so a CA file that
+    /// does not parse stops the start.
+    pub fn tls_parameters(&self) -> Result<TlsParameters, String> {
+        let mut builder = TlsParameters::builder(self.host.clone());
+        if let Some(pem) = &self.ca_pem {
+            let cert = Certificate::from_pem(pem)
+                .map_err(|_| "does not hold valid PEM certificates".to_string())?;
+            builder = builder.add_root_certificate(cert);
+        }
+        builder
+            .build_rustls()
+            .map_err(|e| format!("cannot set up TLS for the SMTP server ({e})"))
+    }
+}
+
+/// Which database backend and where.
+#[derive(Clone)]
+pub enum DatabaseConfig {
+    Sqlite { path: PathBuf },
+    Postgres { url: SecretString },
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
+            Self::Postgres { .. } => f.write_str("Postgres([redacted url])"),
+        }
+    }
+}
+
+/// Argon2id cost parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Argon2Config {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+/// Session lifetimes.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    pub idle_timeout: Duration,
+    pub lifetime: Duration,
+    pub pending_lifetime: Duration,
+    pub reauth_window: Duration,
+    /// Full sessions one user may hold at once.
+    pub max_per_user: usize,
+    /// Period of the job that deletes ended sessions.
+    pub cleanup_interval: Duration,
+}
+
+/// `N` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub limit: u64,
+    pub window: Duration,
+}
+
+/// Rate limits and back-off (docs/security/brute-force.md).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub registration_per_ip: Rate,
+    pub login_per_ip: Rate,
+    pub reset_per_ip: Rate,
+    pub verification_per_ip: Rate,
+    pub mfa_per_ip: Rate,
+    pub reset_mails_per_account: Rate,
+    pub verification_mails_per_account: Rate,
+    pub backoff_after: u64,
+    pub backoff_max: Duration,
+    pub account_failures_per_hour: u64,
+    pub factor_hard_stop: u64,
+}
+
+/// The validated, immutable configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub profile: Profile,
+    pub database: DatabaseConfig,
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<SecretString>,
+    /// Decoded key material; `None` in dev means "generate or load from the data dir".
+    pub secret_key: Option<SecretBytes>,
+    /// The key before a rotation: opens old sealed values, seals nothing.
+    pub previous_secret_key: Option<SecretBytes>,
+    /// HMAC key for the audit chain; the database never holds it.
+    pub audit_key: Option<SecretBytes>,
+    /// Age after which audit events are pruned; `None` keeps them all.
+    pub audit_retention: Option<Duration>,
+    pub session: SessionConfig,
+    pub require_mfa: bool,
+    /// Origin of mailed links, without a trailing slash.
+    pub public_base_url: String,
+    /// Origins (lower case, no trailing slash) a `return_to` may point at,
+    /// besides `public_base_url`.
+    pub ui_return_origins: Vec<String>,
+    pub limits: Limits,
+    pub password_min_length: usize,
+    pub password_max_length: usize,
+    pub password_min_strength: u8,
+    /// Built-in context words plus the configured ones, folded.
+    pub password_context_words: Vec<String>,
+    pub argon2: Argon2Config,
+    pub hash_threads: usize,
+    pub hash_queue: usize,
+    pub reset_token_ttl: Duration,
+    pub verification_token_ttl: Duration,
+    pub mail_transport: MailTransport,
+    pub mail_dir: PathBuf,
+    pub mail_from: String,
+    /// Delivery attempts per message (1 means no retry).
+    pub mail_retry_attempts: u32,
+    pub smtp: SmtpConfig,
+    pub totp_issuer: String,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub trusted_proxies: Vec<IpNet>,
+    pub behind_tls_proxy: bool,
+    /// Production override for a PostgreSQL TLS mode weaker than verify-full.
+    pub database_allow_unverified_tls: bool,
+    pub db_max_connections: u32,
+    pub db_acquire_timeout: Duration,
+    /// Connections the PostgreSQL pool keeps open when idle.
+    pub db_min_connections: u32,
+    pub db_idle_timeout: Duration,
+    pub db_max_lifetime: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+/// Secret key bytes whose `Debug` never shows them.
+#[derive(Clone)]
+pub struct SecretBytes(pub(crate) zeroize::Zeroizing<Vec<u8>>);
+
+impl fmt::Debug for SecretBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretBytes([redacted])")
+    }
+}
+
+impl SecretBytes {
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// One problem with one setting, phrased so an operator can fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    pub setting: String,
+    pub problem: String,
+}
+
+impl fmt::Display for SettingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.setting, self.problem)
+    }
+}
+
+/// Every problem found while loading; the process stops on any of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<SettingError>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid configuration: ")?;
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// The PostgreSQL pool size: the configured one, or the CPU-based default.
+    pub fn db_pool_size(&self) -> u32 {
+        if self.db_max_connections == 0 {
+            default_pool_size()
+        } else {
+            self.db_max_connections
+        }
+    }
+}
+
+/// Pool size when none is configured: two connections per CPU plus one.
+/// A session check holds a connection for one short query, so more
+/// connections than the CPUs can keep busy only add contention: measured in
+/// docs/operations/pool-sizing.md (on 2 CPUs, 4 to 8 connections gave the
+/// best p99; 32 and more raised it several times over).
+pub fn default_pool_size() -> u32 {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    u32::try_from(cpus * 2 + 1).unwrap_or(5)
+}

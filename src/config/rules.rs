@@ -1,0 +1,134 @@
+//! Cross-setting rules: checks that involve more than one setting, and
+//! what the production profile refuses.
+
+use super::*;
+
+impl Config {
+    /// Rules that involve more than one setting, and the production profile.
+    pub(super) fn cross_check(&self, errors: &mut Vec<SettingError>) {
+        let mut fail = |setting: &str, problem: &str| {
+            errors.push(SettingError {
+                setting: setting.into(),
+                problem: problem.into(),
+            })
+        };
+        if self.password_max_length < self.password_min_length {
+            fail(
+                "password_max_length",
+                "must not be below password_min_length",
+            );
+        }
+        if self.session.idle_timeout > self.session.lifetime {
+            fail("session_idle_timeout", "must not exceed session_lifetime");
+        }
+        self.check_pool(&mut fail);
+        self.check_smtp(&mut fail);
+        if self.profile == Profile::Production {
+            if self.secret_key.is_none() {
+                fail(
+                    "secret_key",
+                    "is required in production: set CASTELLAN_SECRET_KEY or CASTELLAN_SECRET_KEY_FILE to `openssl rand -base64 32`",
+                );
+            }
+            if !self.behind_tls_proxy {
+                fail(
+                    "behind_tls_proxy",
+                    "production needs TLS in front of castellan: terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true",
+                );
+            }
+            if self.log_level.contains("trace") || self.log_level.contains("debug") {
+                fail(
+                    "log_level",
+                    "debug and trace logging are refused in production; use `info`",
+                );
+            }
+            if !self.public_base_url.starts_with("https://") {
+                fail(
+                    "public_base_url",
+                    "must use https:// in production (mailed links carry tokens)",
+                );
+            }
+            if !self.admin_listen.ip().is_loopback() && self.admin_token.is_some() {
+                fail(
+                    "admin_listen",
+                    "the admin listener serves plain HTTP and must stay on a loopback address in production",
+                );
+            }
+        }
+    }
+}
+
+impl Config {
+    /// The rules between the pool settings.
+    fn check_pool(&self, fail: &mut impl FnMut(&str, &str)) {
+        let max = self.db_pool_size();
+        if self.db_min_connections > max {
+            let problem = format!(
+                "must not exceed the pool size ({max}{}); lower CASTELLAN_DB_MIN_CONNECTIONS or raise CASTELLAN_DB_MAX_CONNECTIONS",
+                if self.db_max_connections == 0 {
+                    ", the default for this machine"
+                } else {
+                    ""
+                }
+            );
+            fail("db_min_connections", &problem);
+        }
+        if self.db_idle_timeout > self.db_max_lifetime {
+            fail(
+                "db_idle_timeout",
+                "must not exceed db_max_lifetime (a connection is replaced before it could idle out)",
+            );
+        }
+    }
+
+    /// The rules of the SMTP settings (only checked for `mail_transport = smtp`).
+    fn check_smtp(&self, fail: &mut impl FnMut(&str, &str)) {
+        if self.mail_transport != MailTransport::Smtp {
+            return;
+        }
+        let smtp = &self.smtp;
+        if smtp.host.is_empty() {
+            fail(
+                "smtp_host",
+                "is required when mail_transport is `smtp`: set CASTELLAN_SMTP_HOST to the SMTP server",
+            );
+            return;
+        }
+        if smtp.tls == SmtpTls::None && !is_loopback_host(&smtp.host) {
+            fail(
+                "smtp_tls",
+                "`none` sends mail and passwords in clear text and is only allowed when smtp_host is a loopback address (127.0.0.1, ::1 or localhost); use `starttls` or `tls`",
+            );
+        }
+        if smtp.username.is_some() != smtp.password.is_some() {
+            fail(
+                "smtp_username",
+                "smtp_username and smtp_password must be set together",
+            );
+        }
+        if let Err(problem) = check_smtp_tls(smtp) {
+            let setting = if smtp.ca_pem.is_some() {
+                "smtp_ca_file"
+            } else {
+                "smtp_host"
+            };
+            fail(setting, &problem);
+        }
+    }
+}
+
+/// `localhost` or a loopback IP address.
+pub(super) fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Checks that the TLS settings of `smtp` can be used (the CA file parses).
+fn check_smtp_tls(smtp: &SmtpConfig) -> Result<(), String> {
+    if smtp.tls == SmtpTls::None || smtp.host.is_empty() {
+        return Ok(());
+    }
+    smtp.tls_parameters().map(|_| ())
+}
