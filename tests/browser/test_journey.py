@@ -104,7 +104,8 @@ def test_journey(server, browser, backend):
     saved = os.path.join(artifacts_dir(), f"{backend}-backup-codes.txt")
     dl.value.save_as(saved)
     with open(saved) as f:
-        assert all(c in f.read() for c in codes)
+        text = f.read()
+    assert all(c in text for c in codes)
     assert page.locator("[data-print]").is_visible()
     # Nothing sensitive in browser storage; only castellan's two cookies.
     assert storage_is_empty(page) == {"local": 0, "session": 0, "idb": 0}
