@@ -208,7 +208,7 @@ def parse_csp(value):
     return out
 
 
-def check_headers(headers, name, authenticated, allowed_origins=()):
+def check_headers(headers, name, authenticated, allowed_origins=("https://app.example.com",)):
     h = {k.lower(): v for k, v in headers.items()}
     assert h.get("content-type", "").startswith("text/html"), f"{name}: {h.get('content-type')}"
     csp = parse_csp(h["content-security-policy"])
@@ -258,7 +258,7 @@ def run_axe(page, name):
 class Pages:
     """Checks every page a test visits: headers, markup, axe, width, screenshot."""
 
-    def __init__(self, context, backend, allowed_origins=()):
+    def __init__(self, context, backend, allowed_origins=("https://app.example.com",)):
         self.backend = backend
         self.allowed = allowed_origins
         self.last_document = {}
