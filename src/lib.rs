@@ -16,7 +16,8 @@
 //!   the verification, export and pruning of their hash chain.
 //! - [`metrics`]: Prometheus metric names and the recorder.
 //! - [`mail`]: notification mail: content, transports, the delivery queue.
-//! - [`http`]: routes, extractors, the error mapping and security headers.
+//! - [`http`]: routes, extractors, the error mapping and security headers;
+//!   the JSON API, forward auth and the hosted HTML pages (`templates/`).
 //! - [`net`]: the accept loop (connection cap, timeouts) and native TLS.
 //! - [`jobs`]: background work (ended sessions, expired state, audit retention).
 //! - [`doctor`]: the hardening checks and score of `castellan doctor`.

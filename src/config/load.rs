@@ -126,6 +126,7 @@ impl Config {
             }
             Ok(words)
         });
+        let ui_return_origins = p.parse("ui_return_origins", parse_origins);
         let public_base_url = p.parse("public_base_url", |v| {
             let ok = (v.starts_with("https://") || v.starts_with("http://"))
                 && !v.ends_with('/')
@@ -297,6 +298,7 @@ impl Config {
             },
             require_mfa: require_mfa?,
             public_base_url: public_base_url?,
+            ui_return_origins: ui_return_origins?,
             limits: Limits {
                 registration_per_ip: registration_per_ip?,
                 login_per_ip: login_per_ip?,

@@ -205,6 +205,9 @@ pub struct Config {
     pub require_mfa: bool,
     /// Origin of mailed links, without a trailing slash.
     pub public_base_url: String,
+    /// Origins (lower case, no trailing slash) a `return_to` may point at,
+    /// besides `public_base_url`.
+    pub ui_return_origins: Vec<String>,
     pub limits: Limits,
     pub password_min_length: usize,
     pub password_max_length: usize,

@@ -110,6 +110,19 @@ pub(super) fn parse_int_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
     Ok(n)
 }
 
+/// Comma-separated origins, normalised (see `domain::return_to::parse_origin`).
+pub(super) fn parse_origins(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            crate::domain::return_to::parse_origin(s).ok_or_else(|| {
+                format!("{s:?} is not an origin like https://app.example.com (scheme, host and optional port; no path)")
+            })
+        })
+        .collect()
+}
+
 pub(super) fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {
     v.split(',')
         .map(str::trim)

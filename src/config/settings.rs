@@ -134,6 +134,11 @@ pub const SETTINGS: &[Setting] = &[
         "origin used in mailed links (https in production)",
     ),
     s(
+        "ui_return_origins",
+        "",
+        "comma-separated origins (e.g. `https://app.example.com`) the hosted pages and forward auth may send a person back to after sign-in; castellan's own `public_base_url` is always allowed",
+    ),
+    s(
         "rate_registration_per_ip",
         "30/10m",
         "registrations one client address may attempt per window",

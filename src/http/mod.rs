@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod pages;
 pub mod request_id;
 pub mod views;
 
@@ -83,6 +84,7 @@ pub fn public_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::recovery::reset_confirm))
         .routes(routes!(api::recovery::verification_request))
         .routes(routes!(api::recovery::verification_confirm))
+        .routes(routes!(api::forward_auth::check))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .split_for_parts()
@@ -93,6 +95,7 @@ pub fn public_app(state: AppState) -> Router {
     let (router, openapi) = public_routes();
     let openapi = std::sync::Arc::new(openapi);
     router
+        .merge(pages::routes(state.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -105,6 +108,10 @@ pub fn public_app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn(middleware::limit_body))
+        .layer(from_fn_with_state(
+            state.clone(),
+            pages::errors::html_errors,
+        ))
         .layer(from_fn_with_state(
             state.auth.config().profile == crate::config::Profile::Production,
             middleware::security_headers,

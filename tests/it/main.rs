@@ -19,6 +19,7 @@ mod db_faults;
 mod docs;
 mod doctor;
 mod hostile;
+mod forward_auth;
 mod http_conventions;
 mod layers;
 mod lifecycle;
