@@ -31,9 +31,9 @@ pub mod settings;
 mod tests;
 
 pub use load::process_env;
-pub use rules::{database_url_credentials, has_well_known_credentials, is_loopback_host};
 pub use net::{ListenerLimits, NetConfig, TlsFiles};
 pub use parse::{format_duration, parse_duration};
+pub use rules::{database_url_credentials, has_well_known_credentials, is_loopback_host};
 pub use settings::{SETTINGS, Setting};
 
 /// `dev` or `production`.
