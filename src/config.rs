@@ -17,6 +17,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
+pub mod passkeys;
+
 /// One declared setting.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
@@ -338,6 +340,21 @@ pub const SETTINGS: &[Setting] = &[
         "10s",
         "how long in-flight requests may finish after SIGTERM",
     ),
+    s(
+        "passkey_rp_id",
+        "",
+        "WebAuthn relying-party id (a domain); default the host of public_base_url, passkeys off when that is an IP address",
+    ),
+    s(
+        "passkey_origins",
+        "",
+        "comma-separated origins allowed in passkey ceremonies; default public_base_url (https in production)",
+    ),
+    s(
+        "passkey_challenge_ttl",
+        "5m",
+        "how long a passkey ceremony's challenge stays valid (at most 10m)",
+    ),
 ];
 
 /// `dev` or `production`.
@@ -509,6 +526,7 @@ pub struct Config {
     pub db_idle_timeout: Duration,
     pub db_max_lifetime: Duration,
     pub shutdown_timeout: Duration,
+    pub passkeys: passkeys::PasskeyConfig,
 }
 
 /// Secret key bytes whose `Debug` never shows them.
@@ -681,6 +699,7 @@ impl Config {
                 && !v.chars().any(|c| c.is_whitespace() || c.is_control() || "\\\"<>`#?".contains(c));
             if ok { Ok(v.to_string()) } else { Err("must be an origin like https://auth.example.com (no trailing slash, path or query)".into()) }
         });
+        let passkeys = passkeys::parse(&mut p, public_base_url.as_deref());
         let registration_per_ip = p.parse("rate_registration_per_ip", parse_rate);
         let login_per_ip = p.parse("rate_login_per_ip", parse_rate);
         let reset_per_ip = p.parse("rate_reset_per_ip", parse_rate);
@@ -875,6 +894,7 @@ impl Config {
             db_idle_timeout: db_idle_timeout?,
             db_max_lifetime: db_max_lifetime?,
             shutdown_timeout: shutdown_timeout?,
+            passkeys: passkeys?,
             data_dir,
         };
         config.cross_check(errors);
@@ -900,6 +920,7 @@ impl Config {
         }
         self.check_pool(&mut fail);
         self.check_smtp(&mut fail);
+        passkeys::check(self, &mut fail);
         if self.profile == Profile::Production {
             if self.secret_key.is_none() {
                 fail(

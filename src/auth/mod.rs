@@ -16,6 +16,7 @@ pub mod admin;
 pub mod hashing;
 pub mod login;
 pub mod mfa;
+pub mod passkeys;
 pub mod reauth;
 pub mod recovery;
 pub mod sessions;

@@ -14,8 +14,14 @@ use crate::crypto::TokenHash;
 use crate::domain::audit_chain::{ChainHead, ChainSealer, ChainedContent, Digest32, StoredLink};
 use crate::domain::{Aal, Email, Session, User, UserId};
 
+pub mod passkeys;
 pub mod postgres;
 pub mod sqlite;
+
+pub use passkeys::{
+    Ceremony, CeremonyPurpose, NewCeremony, NewPasskey, PasskeyDeletion, PasskeyRecord,
+    PasskeyStore, PasskeyUse,
+};
 
 /// What can go wrong in storage, phrased for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +106,18 @@ ops! {
     ChainEvents => "chain_events",
     ChainHead => "chain_head",
     PruneEvents => "prune_events",
+    CreateCeremony => "create_ceremony",
+    TakeCeremony => "take_ceremony",
+    PurgeCeremonies => "purge_ceremonies",
+    InsertPasskey => "insert_passkey",
+    ListPasskeys => "list_passkeys",
+    CountPasskeys => "count_passkeys",
+    FindPasskey => "find_passkey",
+    RecordPasskeyUse => "record_passkey_use",
+    FlagPasskey => "flag_passkey",
+    RenamePasskey => "rename_passkey",
+    DeletePasskey => "delete_passkey",
+    RemovePasskeys => "remove_passkeys",
     Ping => "ping",
 }
 
@@ -514,7 +532,7 @@ pub trait ThrottleStore: Send + Sync {
 /// Everything a backend provides.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore
+    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore + PasskeyStore
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

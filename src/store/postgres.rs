@@ -28,6 +28,8 @@ use crate::domain::audit_chain::{ChainHead, ChainSealer, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
 use crate::metrics::QueryTimer;
 
+mod passkeys;
+
 /// PostgreSQL storage.
 #[derive(Clone)]
 pub struct PgStore {

@@ -30,6 +30,8 @@ use crate::domain::audit_chain::{ChainHead, ChainSealer, pruned_detail};
 use crate::domain::{Aal, Email, Session, User, UserId};
 use crate::metrics::QueryTimer;
 
+mod passkeys;
+
 /// Embedded migrations; the file names match `migrations/postgres/`.
 pub const MIGRATIONS: &[(&str, &str)] = &[
     (
@@ -47,6 +49,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_audit_chain.sql",
         include_str!("../../migrations/sqlite/0004_audit_chain.sql"),
+    ),
+    (
+        "0005_passkeys.sql",
+        include_str!("../../migrations/sqlite/0005_passkeys.sql"),
     ),
 ];
 

@@ -20,6 +20,7 @@ mod http_conventions;
 mod lifecycle;
 mod mail_smtp;
 mod mfa;
+mod passkeys;
 mod pg_tls;
 mod session_security;
 mod sessions;

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod mfa;
+pub mod passkeys;
 pub mod recovery;
 pub mod session;
 
