@@ -148,6 +148,11 @@ pub const SETTINGS: &[Setting] = &[
         "origin used in mailed links (https in production)",
     ),
     s(
+        "ui_return_origins",
+        "",
+        "comma-separated origins (e.g. `https://app.example.com`) the hosted pages and forward auth may send a person back to after sign-in; castellan's own `public_base_url` is always allowed",
+    ),
+    s(
         "rate_registration_per_ip",
         "30/10m",
         "registrations one client address may attempt per window",
@@ -495,6 +500,9 @@ pub struct Config {
     pub require_mfa: bool,
     /// Origin of mailed links, without a trailing slash.
     pub public_base_url: String,
+    /// Origins (lower case, no trailing slash) a `return_to` may point at,
+    /// besides `public_base_url`.
+    pub ui_return_origins: Vec<String>,
     pub limits: Limits,
     pub password_min_length: usize,
     pub password_max_length: usize,
@@ -700,6 +708,7 @@ impl Config {
             if ok { Ok(v.to_string()) } else { Err("must be an origin like https://auth.example.com (no trailing slash, path or query)".into()) }
         });
         let passkeys = passkeys::parse(&mut p, public_base_url.as_deref());
+        let ui_return_origins = p.parse("ui_return_origins", parse_origins);
         let registration_per_ip = p.parse("rate_registration_per_ip", parse_rate);
         let login_per_ip = p.parse("rate_login_per_ip", parse_rate);
         let reset_per_ip = p.parse("rate_reset_per_ip", parse_rate);
@@ -837,6 +846,7 @@ impl Config {
             },
             require_mfa: require_mfa?,
             public_base_url: public_base_url?,
+            ui_return_origins: ui_return_origins?,
             limits: Limits {
                 registration_per_ip: registration_per_ip?,
                 login_per_ip: login_per_ip?,
@@ -1294,6 +1304,18 @@ fn parse_int_in(v: &str, min: u64, max: u64) -> Result<u64, String> {
         return Err(format!("must be from {min} to {max}"));
     }
     Ok(n)
+}
+
+fn parse_origins(v: &str) -> Result<Vec<String>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            crate::domain::return_to::parse_origin(s).ok_or_else(|| {
+                format!("{s:?} is not an origin like https://app.example.com (scheme, host and optional port; no path)")
+            })
+        })
+        .collect()
 }
 
 fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {

@@ -15,7 +15,8 @@
 //!   the verification, export and pruning of their hash chain.
 //! - [`metrics`]: Prometheus metric names and the recorder.
 //! - [`mail`]: notification mail (the `file` transport writes `.eml` files).
-//! - [`http`]: routes, extractors, the error mapping and security headers.
+//! - [`http`]: routes, extractors, the error mapping and security headers;
+//!   the JSON API, forward auth and the hosted HTML pages (`templates/`).
 //! - [`jobs`]: background work (deleting ended sessions, audit retention).
 #![forbid(unsafe_code)]
 

@@ -13,6 +13,7 @@ use crate::store::{Store, StoreError};
 
 pub mod accounts;
 pub mod admin;
+pub mod backup_status;
 pub mod hashing;
 pub mod login;
 pub mod mfa;

@@ -54,8 +54,10 @@ fn token_shape_ok(token: &str) -> bool {
 
 impl Auth {
     /// Issues a single-use token of `purpose` (killing older ones) and mails
-    /// the link that carries it, in the URL fragment so it never reaches a
-    /// server log.
+    /// the link to the hosted landing page that carries it. The token is in
+    /// the query so the page works without JavaScript; the page moves it
+    /// into a cookie at once, and access logs never record query strings
+    /// (see `http::pages::recovery`).
     async fn mail_token(
         &self,
         user: &User,
@@ -63,9 +65,9 @@ impl Auth {
         notice: impl FnOnce(String) -> Notice,
     ) -> Result<(), RecoveryError> {
         let (ttl, path) = match purpose {
-            TokenPurpose::PasswordReset => (self.config.reset_token_ttl, "/password/reset"),
+            TokenPurpose::PasswordReset => (self.config.reset_token_ttl, "/ui/password/reset"),
             TokenPurpose::EmailVerification => {
-                (self.config.verification_token_ttl, "/email/verify")
+                (self.config.verification_token_ttl, "/ui/email/verify")
             }
         };
         let now = self.clock.now();
@@ -75,7 +77,7 @@ impl Auth {
             .issue_token(&hash, user.id, purpose, now, now + ttl)
             .await?;
         let url = format!(
-            "{}{path}#token={}",
+            "{}{path}?token={}",
             self.config.public_base_url,
             token.as_str()
         );

@@ -6,6 +6,7 @@ pub mod backup_code;
 pub mod email;
 pub mod password;
 pub mod password_blocklist;
+pub mod return_to;
 pub mod session;
 pub mod session_token;
 pub mod totp;

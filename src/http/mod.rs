@@ -20,6 +20,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod pages;
 pub mod views;
 
 use error::ApiError;
@@ -85,6 +86,7 @@ pub fn public_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(api::recovery::reset_confirm))
         .routes(routes!(api::recovery::verification_request))
         .routes(routes!(api::recovery::verification_confirm))
+        .routes(routes!(api::forward_auth::check))
         .routes(routes!(health::live))
         .routes(routes!(health::ready))
         .split_for_parts()
@@ -95,6 +97,7 @@ pub fn public_app(state: AppState) -> Router {
     let (router, openapi) = public_routes();
     let openapi = std::sync::Arc::new(openapi);
     router
+        .merge(pages::routes(state.clone()))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -107,6 +110,10 @@ pub fn public_app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(middleware::MAX_BODY_BYTES))
         .layer(CatchPanicLayer::custom(middleware::panic_response))
         .layer(from_fn(middleware::limit_body))
+        .layer(from_fn_with_state(
+            state.clone(),
+            pages::errors::html_errors,
+        ))
         .layer(from_fn_with_state(
             state.clone(),
             middleware::security_headers,

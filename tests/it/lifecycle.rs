@@ -35,7 +35,7 @@ fn mailed_token(app: &TestApp, marker: &str) -> String {
         .unwrap_or_else(|| panic!("no mail with {marker}"));
     let line = mail
         .lines()
-        .find(|l| l.contains("#token="))
+        .find(|l| l.contains("?token="))
         .expect("a link line");
     let start = line.find("http").expect("an absolute link");
     let url = line[start..]
@@ -47,7 +47,7 @@ fn mailed_token(app: &TestApp, marker: &str) -> String {
         url.starts_with("http://127.0.0.1:8080/"),
         "configured public origin: {url}"
     );
-    let token = url.split("#token=").nth(1).unwrap().to_string();
+    let token = url.split("?token=").nth(1).unwrap().to_string();
     assert_eq!(token.len(), 43, "256 bits, base64url");
     token
 }
@@ -176,7 +176,7 @@ async fn reset_is_uniform_single_use_and_ends_every_session(b: Backend) {
         1,
         "nothing is sent for an unknown address"
     );
-    let reset = mailed_token(&app, "#token=");
+    let reset = mailed_token(&app, "?token=");
     // A never-issued token, a tampered one and a weak password change nothing.
     let never = "A".repeat(43);
     let confirm = |t: &str, pw: &str| json!({"token": t, "new_password": pw});
@@ -228,7 +228,7 @@ async fn reset_is_uniform_single_use_and_ends_every_session(b: Backend) {
     assert!(
         app.mails()
             .iter()
-            .any(|m| m.contains("If this was not you") && !m.contains("#token=")),
+            .any(|m| m.contains("If this was not you") && !m.contains("?token=")),
         "a reset notice follows"
     );
     let kinds = app.event_kinds().await;
@@ -248,7 +248,7 @@ async fn reset_tokens_expire_and_a_newer_one_kills_the_older(b: Backend) {
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
     flush(&app).await;
-    let expired = mailed_token(&app, "#token=");
+    let expired = mailed_token(&app, "?token=");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     app.post(
         "/v1/password/reset/confirm",
@@ -271,12 +271,12 @@ async fn reset_tokens_expire_and_a_newer_one_kills_the_older(b: Backend) {
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
     flush(&app).await;
-    let older = mailed_token(&app, "#token=");
+    let older = mailed_token(&app, "?token=");
     tokio::time::sleep(Duration::from_millis(5)).await;
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
     flush(&app).await;
-    let newer = mailed_token(&app, "#token=");
+    let newer = mailed_token(&app, "?token=");
     assert_ne!(older, newer);
     app.post(
         "/v1/password/reset/confirm",
@@ -322,7 +322,7 @@ async fn one_reset_token_sent_ten_times_at_once_succeeds_once(b: Backend) {
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
     flush(&app).await;
-    let token = mailed_token(&app, "#token=");
+    let token = mailed_token(&app, "?token=");
     let requests = (0..10)
         .map(|i| {
             (
@@ -356,7 +356,7 @@ async fn email_verification_marks_the_address_once(b: Backend) {
         202
     );
     flush(&app).await;
-    let t = mailed_token(&app, "#token=");
+    let t = mailed_token(&app, "?token=");
     let requests = (0..5).map(|_| (None, json!({"token": t}))).collect();
     let statuses = app
         .post_at_once("/v1/email/verification/confirm", requests)
@@ -489,7 +489,7 @@ async fn the_hard_stop_disables_the_password_until_a_reset(b: Backend) {
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
     flush(&app).await;
-    let t = mailed_token(&app, "#token=");
+    let t = mailed_token(&app, "?token=");
     assert_eq!(
         app.post(
             "/v1/password/reset/confirm",

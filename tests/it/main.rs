@@ -16,6 +16,7 @@ mod audit;
 mod black_box;
 mod db_faults;
 mod docs;
+mod forward_auth;
 mod http_conventions;
 mod lifecycle;
 mod mail_smtp;

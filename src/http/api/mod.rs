@@ -2,6 +2,7 @@
 //! one use case, and map the result.
 
 pub mod accounts;
+pub mod forward_auth;
 pub mod mfa;
 pub mod passkeys;
 pub mod recovery;
