@@ -36,4 +36,5 @@ export CASTELLAN_TEST_ARTIFACTS=${CASTELLAN_TEST_ARTIFACTS:-$REPORTS/artifacts}
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 suite_step "pytest tests/browser (screenshots in $CASTELLAN_TEST_ARTIFACTS/pages)"
-python3 -m pytest -q -p no:cacheprovider tests/browser --junitxml="$REPORTS/pages.xml"
+# test_passkeys.py has its own suite (35-passkeys.sh).
+python3 -m pytest -q -p no:cacheprovider tests/browser --ignore=tests/browser/test_passkeys.py --junitxml="$REPORTS/pages.xml"

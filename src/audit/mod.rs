@@ -45,6 +45,11 @@ pub enum EventKind {
     PasswordRehashed,
     HashingSaturated,
     AuditPruned,
+    PasskeyCeremonyStarted,
+    PasskeyRegistered,
+    PasskeyRenamed,
+    PasskeyRemoved,
+    PasskeyCounterRegression,
 }
 
 impl EventKind {
@@ -78,6 +83,11 @@ impl EventKind {
         EventKind::PasswordRehashed,
         EventKind::HashingSaturated,
         EventKind::AuditPruned,
+        EventKind::PasskeyCeremonyStarted,
+        EventKind::PasskeyRegistered,
+        EventKind::PasskeyRenamed,
+        EventKind::PasskeyRemoved,
+        EventKind::PasskeyCounterRegression,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -111,6 +121,11 @@ impl EventKind {
             EventKind::PasswordRehashed => "password_rehashed",
             EventKind::HashingSaturated => "hashing_saturated",
             EventKind::AuditPruned => crate::domain::audit_chain::PRUNED_KIND,
+            EventKind::PasskeyCeremonyStarted => "passkey_ceremony_started",
+            EventKind::PasskeyRegistered => "passkey_registered",
+            EventKind::PasskeyRenamed => "passkey_renamed",
+            EventKind::PasskeyRemoved => "passkey_removed",
+            EventKind::PasskeyCounterRegression => "passkey_counter_regression",
         }
     }
 }

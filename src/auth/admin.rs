@@ -90,6 +90,7 @@ impl Auth {
             AdminAction::RevokeUserSessions => self.store.delete_user_sessions(id, None).await?,
             AdminAction::ResetMfa => {
                 self.store.remove_mfa(id).await?;
+                self.store.remove_passkeys(id).await?;
                 self.clear_factor(super::throttle::Factor::SecondFactor, user.email.key())
                     .await?;
                 let n = self.store.delete_user_sessions(id, None).await?;

@@ -126,7 +126,8 @@ impl Auth {
             )
             .await?;
         }
-        let pending = user.mfa_enabled;
+        // Any second factor (TOTP or a passkey) makes the session pending.
+        let pending = self.has_second_factor(&user).await?;
         let (token, session) = self.open_session(user.id, Aal::Aal1, pending, meta).await?;
         self.store.record_login(user.id, now).await?;
         self.record_event_at(

@@ -17,6 +17,7 @@ pub mod hashing;
 pub mod login;
 pub mod maintenance;
 pub mod mfa;
+pub mod passkeys;
 pub mod reauth;
 pub mod recovery;
 pub mod sessions;

@@ -258,6 +258,7 @@ impl Config {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
         let net = net::parse(&mut p);
+        let passkeys = super::passkeys::parse(&mut p, public_base_url.as_deref());
 
         let log_shipping = p.parse("log_shipping", |v| {
             if v.len() > 200 || v.chars().any(char::is_control) {
@@ -364,6 +365,7 @@ impl Config {
             log_shipping: log_shipping?,
             doctor_min_score: u32::try_from(doctor_min_score?).ok()?,
             net: net?,
+            passkeys: passkeys?,
             shutdown_drain_delay: shutdown_drain_delay?,
             data_dir,
         };

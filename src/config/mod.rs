@@ -24,6 +24,7 @@ use secrecy::SecretString;
 
 mod load;
 mod net;
+pub mod passkeys;
 mod parse;
 mod rules;
 pub mod settings;
@@ -251,6 +252,7 @@ pub struct Config {
     pub net: NetConfig,
     /// How long the node reports not-ready before it stops accepting.
     pub shutdown_drain_delay: Duration,
+    pub passkeys: passkeys::PasskeyConfig,
 }
 
 /// Secret key bytes whose `Debug` never shows them.

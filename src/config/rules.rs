@@ -23,6 +23,7 @@ impl Config {
         }
         self.check_pool(&mut fail);
         self.check_smtp(&mut fail);
+        super::passkeys::check(self, &mut fail);
         if self.profile == Profile::Production {
             if self.secret_key.is_none() {
                 fail(

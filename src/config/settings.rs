@@ -401,8 +401,25 @@ pub const SETTINGS: &[Setting] = &[
         "tls_redirect_listen",
         "",
         "optional plain-HTTP listener that redirects pages to HTTPS and refuses API calls",
+    ),
+    s(
         "shutdown_drain_delay",
         "5s",
         "after SIGTERM, how long /health/ready answers 503 before the listener closes",
+    ),
+    s(
+        "passkey_rp_id",
+        "",
+        "WebAuthn relying-party id (a domain); default the host of public_base_url, passkeys off when that is an IP address",
+    ),
+    s(
+        "passkey_origins",
+        "",
+        "comma-separated origins allowed in passkey ceremonies; default public_base_url (https in production)",
+    ),
+    s(
+        "passkey_challenge_ttl",
+        "5m",
+        "how long a passkey ceremony's challenge stays valid (at most 10m)",
     ),
 ];

@@ -221,7 +221,10 @@ impl<P: Policy> FromRequestParts<AppState> for Authenticated<P> {
         if session.mfa_pending && !P::ALLOW_MFA_PENDING {
             return Err(ApiError::MfaRequired);
         }
-        if state.auth.config().require_mfa && !user.mfa_enabled && !P::ALLOW_WITHOUT_MFA {
+        // An aal2 session proves a second factor (TOTP, backup code or a
+        // passkey), so it satisfies `require_mfa` without another lookup.
+        let has_mfa = user.mfa_enabled || session.aal == crate::domain::Aal::Aal2;
+        if state.auth.config().require_mfa && !has_mfa && !P::ALLOW_WITHOUT_MFA {
             return Err(ApiError::MfaRequired);
         }
         Ok(Self {

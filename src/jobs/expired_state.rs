@@ -15,6 +15,8 @@ use crate::auth::StoreError;
 pub struct Purged {
     pub throttles: u64,
     pub account_tokens: u64,
+    /// Passkey ceremonies whose challenge expired unfinished.
+    pub passkey_ceremonies: u64,
 }
 
 /// One pass.
@@ -22,6 +24,7 @@ pub async fn run_once(auth: &Auth) -> Result<Purged, StoreError> {
     Ok(Purged {
         throttles: auth.purge_ended_windows().await?,
         account_tokens: auth.purge_expired_account_tokens().await?,
+        passkey_ceremonies: auth.purge_passkey_ceremonies().await?,
     })
 }
 
@@ -34,6 +37,7 @@ pub async fn run(auth: Auth, interval: Duration, shutdown: watch::Receiver<bool>
             Ok(p) => tracing::info!(
                 throttles = p.throttles,
                 account_tokens = p.account_tokens,
+                passkey_ceremonies = p.passkey_ceremonies,
                 "expired rate-limit counters and account tokens deleted"
             ),
             Err(e) => tracing::warn!(error = %e, "expired-state cleanup failed; will retry"),

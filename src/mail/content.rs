@@ -13,6 +13,10 @@ use super::*;
 #[derive(Clone, PartialEq, Eq)]
 pub enum Notice {
     TotpEnabled,
+    PasskeyAdded,
+    PasskeyRemoved,
+    /// A passkey's signature counter went backwards: it may have been copied.
+    PasskeyFlagged,
     TotpRemoved {
         by_admin: bool,
     },
@@ -79,6 +83,9 @@ impl Notice {
     pub(super) fn kind(&self) -> &'static str {
         match self {
             Self::TotpEnabled => "TotpEnabled",
+            Self::PasskeyAdded => "PasskeyAdded",
+            Self::PasskeyRemoved => "PasskeyRemoved",
+            Self::PasskeyFlagged => "PasskeyFlagged",
             Self::TotpRemoved { .. } => "TotpRemoved",
             Self::BackupCodesRegenerated => "BackupCodesRegenerated",
             Self::BackupCodeUsed { .. } => "BackupCodeUsed",
@@ -115,7 +122,36 @@ impl Notice {
                             ""
                         }
                     )),
-                    text("Your backup codes no longer work."),
+                    text(if *by_admin {
+                        "Your backup codes and passkeys no longer work."
+                    } else {
+                        "Your backup codes no longer work."
+                    }),
+                    not_you(),
+                ],
+            ),
+            Self::PasskeyAdded => (
+                "A passkey was added to your account",
+                vec![
+                    text("A passkey was added to your account; it can now be used to sign in."),
+                    not_you(),
+                ],
+            ),
+            Self::PasskeyRemoved => (
+                "A passkey was removed from your account",
+                vec![
+                    text(
+                        "A passkey was removed from your account and can no longer be used to sign in.",
+                    ),
+                    not_you(),
+                ],
+            ),
+            Self::PasskeyFlagged => (
+                "A passkey of your account was blocked",
+                vec![
+                    text(
+                        "A sign-in with one of your passkeys was refused because its signature counter went backwards, which can mean the passkey was copied. The passkey is blocked: remove it on your account page and add it again.",
+                    ),
                     not_you(),
                 ],
             ),

@@ -32,6 +32,9 @@ fn links_must_be_absolute_http_urls_without_spaces() {
 fn every_change_notice_says_what_to_do_if_it_was_not_you() {
     for notice in [
         Notice::TotpEnabled,
+        Notice::PasskeyAdded,
+        Notice::PasskeyRemoved,
+        Notice::PasskeyFlagged,
         Notice::TotpRemoved { by_admin: true },
         Notice::BackupCodesRegenerated,
         Notice::BackupCodeUsed { remaining: 3 },

@@ -14,11 +14,16 @@ use crate::domain::{Aal, Email, Session, TokenHash, User, UserId};
 
 pub mod diagnostics;
 pub mod limits;
+pub mod passkeys;
 mod options;
 pub mod postgres;
 pub mod sqlite;
 
 pub use options::{Backend, PoolOptions, StoreOptions};
+pub use passkeys::{
+    Ceremony, CeremonyPurpose, NewCeremony, NewPasskey, PasskeyDeletion, PasskeyRecord,
+    PasskeyStore, PasskeyUse,
+};
 
 /// What can go wrong in storage, phrased for the caller.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +114,18 @@ ops! {
     ChainEvents => "chain_events",
     ChainHead => "chain_head",
     PruneEvents => "prune_events",
+    CreateCeremony => "create_ceremony",
+    TakeCeremony => "take_ceremony",
+    PurgeCeremonies => "purge_ceremonies",
+    InsertPasskey => "insert_passkey",
+    ListPasskeys => "list_passkeys",
+    CountPasskeys => "count_passkeys",
+    FindPasskey => "find_passkey",
+    RecordPasskeyUse => "record_passkey_use",
+    FlagPasskey => "flag_passkey",
+    RenamePasskey => "rename_passkey",
+    DeletePasskey => "delete_passkey",
+    RemovePasskeys => "remove_passkeys",
     Ping => "ping",
 }
 
@@ -540,7 +557,7 @@ pub trait ThrottleStore: Send + Sync {
 /// Everything a backend provides.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore + limits::LimitStore
+    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore + limits::LimitStore + PasskeyStore
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -33,6 +33,7 @@ use crate::metrics::QueryTimer;
 mod accounts;
 mod events;
 mod mfa;
+mod passkeys;
 mod sessions;
 mod startup;
 mod throttle;

@@ -34,6 +34,7 @@ use crate::metrics::QueryTimer;
 mod accounts;
 mod events;
 mod mfa;
+mod passkeys;
 mod sessions;
 mod throttle;
 mod users;
@@ -55,6 +56,10 @@ pub const MIGRATIONS: &[(&str, &str)] = &[
     (
         "0004_audit_chain.sql",
         include_str!("../../migrations/sqlite/0004_audit_chain.sql"),
+    ),
+    (
+        "0005_passkeys.sql",
+        include_str!("../../migrations/sqlite/0005_passkeys.sql"),
     ),
 ];
 

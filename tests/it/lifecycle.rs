@@ -589,7 +589,8 @@ async fn ended_rate_windows_and_expired_tokens_are_deleted(b: Backend) {
         purged,
         Purged {
             throttles: 5,
-            account_tokens: 1
+            account_tokens: 1,
+            passkey_ceremonies: 0,
         }
     );
     // The failure streak and the hard-stop count never expire by age.

@@ -26,6 +26,7 @@ mod lifecycle;
 mod listener;
 mod mail_smtp;
 mod mfa;
+mod passkeys;
 mod pg_tls;
 mod pg_trust;
 mod production;

@@ -4,6 +4,7 @@
 pub mod accounts;
 pub mod forward_auth;
 pub mod mfa;
+pub mod passkeys;
 pub mod recovery;
 pub mod session;
 

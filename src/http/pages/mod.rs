@@ -101,7 +101,7 @@ pub fn content_security_policy(form_targets: &[String]) -> String {
         form_action.push_str(origin);
     }
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; \
          form-action {form_action}; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
     )
 }
