@@ -188,7 +188,7 @@ async fn real_traffic_builds_a_chain_that_verifies(b: Backend) {
     }
     let report = chain::verify(
         &**app.auth.store(),
-        castellan::app::audit_sealer(&app.auth.config()),
+        castellan::app::audit_sealer(app.auth.config()),
     )
     .await
     .unwrap()
@@ -309,7 +309,7 @@ async fn pruning_keeps_the_chain_verifiable(b: Backend) {
     assert_eq!(left[2].detail["events_removed"], 3);
     let head = store.chain_head().await.unwrap();
     assert_eq!(head.checkpoint_seq, 3);
-    let report = chain::verify(store, castellan::app::audit_sealer(&app.auth.config()))
+    let report = chain::verify(store, castellan::app::audit_sealer(app.auth.config()))
         .await
         .unwrap()
         .unwrap();
