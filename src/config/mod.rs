@@ -24,8 +24,8 @@ use secrecy::SecretString;
 
 mod load;
 mod net;
-pub mod passkeys;
 mod parse;
+pub mod passkeys;
 mod rules;
 pub mod settings;
 #[cfg(test)]

@@ -14,8 +14,8 @@ use crate::domain::{Aal, Email, Session, TokenHash, User, UserId};
 
 pub mod diagnostics;
 pub mod limits;
-pub mod passkeys;
 mod options;
+pub mod passkeys;
 pub mod postgres;
 pub mod sqlite;
 
@@ -557,7 +557,14 @@ pub trait ThrottleStore: Send + Sync {
 /// Everything a backend provides.
 #[async_trait]
 pub trait Store:
-    UserStore + SessionStore + EventStore + MfaStore + AccountStore + ThrottleStore + limits::LimitStore + PasskeyStore
+    UserStore
+    + SessionStore
+    + EventStore
+    + MfaStore
+    + AccountStore
+    + ThrottleStore
+    + limits::LimitStore
+    + PasskeyStore
 {
     /// Cheap round trip for readiness checks.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -165,7 +165,8 @@ impl PasskeyStore for SqliteStore {
             let rows = st
                 .query_map([user.0.to_string()], passkey_from_row)
                 .map_err(StoreError::from)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(StoreError::from)
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(StoreError::from)
         })
         .await
     }
