@@ -603,11 +603,7 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
             Status::Fail => 0,
         })
         .sum();
-    let score = if total == 0 {
-        0
-    } else {
-        (earned * 100 + total / 2) / total
-    };
+    let score = (earned * 100 + total / 2).checked_div(total).unwrap_or(0);
     Report {
         score,
         profile: if production { "production" } else { "dev" },

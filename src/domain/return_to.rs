@@ -66,10 +66,7 @@ impl ReturnTo {
             return None;
         }
         let origin = parse_origin(&raw[..end])?;
-        allowed
-            .iter()
-            .any(|a| *a == origin)
-            .then(|| Self(raw.to_string()))
+        allowed.contains(&origin).then(|| Self(raw.to_string()))
     }
 
     pub fn as_str(&self) -> &str {

@@ -14,7 +14,7 @@ fn read(path: &str) -> String {
 }
 
 /// The cells of the markdown table rows of `doc` whose first cell matches.
-fn rows<'a>(doc: &'a str, first_cell: impl Fn(&str) -> bool) -> Vec<Vec<&'a str>> {
+fn rows(doc: &str, first_cell: impl Fn(&str) -> bool) -> Vec<Vec<&str>> {
     doc.lines()
         .filter(|l| l.starts_with('|') && !l.starts_with("|---"))
         .map(|l| {
