@@ -8,11 +8,7 @@ use super::{Auth, ServiceError};
 use crate::audit::{EventKind, RequestMeta};
 use crate::domain::{Email, User, UserId};
 use crate::mail::Notice;
-use crate::store::limits::{AttemptCounter, Reserved};
 use crate::store::{Event, EventFilter, StoreError};
-
-/// A consecutive count that only a success resets.
-const FOREVER: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// What an administrator did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +131,10 @@ impl Auth {
         Ok(n)
     }
 
-    /// Checks a presented admin token, after reserving the attempt for the
-    /// client's address like a password attempt: from the
+    /// Checks a presented admin token. Wrong tokens are counted per client
+    /// address in this process ([`admin_guard`](super::admin_guard)), never
+    /// in the database, so the admin listener and `/metrics` keep working
+    /// when the pool is exhausted or the database is down: from the
     /// `admin_token_backoff_after`-th wrong token in a row on, that address
     /// backs off (1 s, 2 s, ... up to `login_backoff_max`) and gets 429
     /// even with the right token. The audit log gets one `access_denied`
@@ -148,31 +146,12 @@ impl Auth {
         meta: &RequestMeta,
     ) -> Result<bool, Throttled> {
         let limits = self.config.limits;
-        let key = format!("admin:ip:{}", self.limit_client_key(meta));
-        let counter = AttemptCounter {
-            key: key.clone(),
-            window: FOREVER,
-            backoff_after: Some(limits.admin_token_backoff_after),
-            stop_at: None,
-        };
-        let now = self.clock.now();
-        let (failures, block) = match self
-            .store
-            .reserve_attempt(std::slice::from_ref(&counter), limits.backoff_max, now)
-            .await?
-        {
-            Reserved::Granted { counts, blocks } => (
-                counts.first().copied().unwrap_or(0),
-                blocks.first().copied().unwrap_or_default(),
-            ),
-            Reserved::Blocked(until) => {
-                metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "admin_token")
-                    .increment(1);
-                let secs = u64::try_from((until - now).whole_seconds()).unwrap_or(0);
-                return Err(Throttled::RetryAfter(secs.max(1)));
-            }
-            Reserved::Stopped => return Err(Throttled::FactorDisabled),
-        };
+        let client = self.limit_client_key(meta);
+        let now = std::time::Instant::now();
+        if let Some(wait) = self.admin_guard.blocked(&client, now) {
+            metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "admin_token").increment(1);
+            return Err(Throttled::RetryAfter(wait.as_secs().max(1)));
+        }
         let expected = self
             .config
             .admin_token
@@ -182,24 +161,30 @@ impl Auth {
         let ok =
             !expected.is_empty() && crate::crypto::constant_time_eq(presented.as_bytes(), expected);
         if ok {
-            self.store.throttle_clear(&[key]).await?;
+            self.admin_guard.succeeded(&client);
             return Ok(true);
         }
-        if failures <= limits.admin_token_backoff_after {
+        let failure = self.admin_guard.failed(
+            &client,
+            limits.admin_token_backoff_after,
+            limits.backoff_max,
+            now,
+        );
+        if failure.failures <= limits.admin_token_backoff_after {
             self.record_event(
                 EventKind::AccessDenied,
                 None,
                 meta,
-                json!({"reason": "admin_token", "failures": failures}),
+                json!({"reason": "admin_token", "failures": failure.failures}),
             )
             .await?;
         }
-        if !block.is_zero() {
+        if !failure.block.is_zero() {
             self.record_event(
                 EventKind::Throttled,
                 None,
                 meta,
-                json!({"limit": "admin_token", "failures": failures, "retry_after": block.as_secs()}),
+                json!({"limit": "admin_token", "failures": failure.failures, "retry_after": failure.block.as_secs()}),
             )
             .await?;
         }

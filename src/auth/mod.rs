@@ -13,6 +13,7 @@ use crate::store::Store;
 
 pub mod accounts;
 pub mod admin;
+pub mod admin_guard;
 pub mod hashing;
 pub mod login;
 pub mod maintenance;
@@ -38,6 +39,8 @@ pub struct Auth {
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     mailer: crate::mail::Mailer,
+    /// Wrong admin tokens per address, in this process (no database).
+    admin_guard: Arc<admin_guard::AdminTokenGuard>,
 }
 
 impl Auth {
@@ -57,6 +60,7 @@ impl Auth {
             hasher,
             clock,
             mailer,
+            admin_guard: Arc::default(),
         }
     }
 

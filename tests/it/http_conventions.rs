@@ -80,8 +80,8 @@ async fn every_response_has_a_request_id_and_security_headers(b: Backend) {
             .header("x-request-id")
             .unwrap_or_else(|| panic!("{what}: no request id"));
         assert!(
-            uuid::Uuid::parse_str(id).is_ok(),
-            "{what}: generated ids are UUIDs"
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()),
+            "{what}: generated ids are short and plain: {id}"
         );
         assert_eq!(
             r.header("x-content-type-options"),
@@ -133,7 +133,7 @@ async fn request_ids_are_echoed_only_when_sane(b: Backend) {
             .await;
         let id = r.header("x-request-id").unwrap();
         assert_ne!(id, bad);
-        assert!(uuid::Uuid::parse_str(id).is_ok());
+        assert!(!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()));
         assert_eq!(r.json()["error"]["request_id"], id);
     }
 }
@@ -234,6 +234,7 @@ const CONTRACT_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/password/reset/confirm"),
     ("post", "/v1/email/verification/request"),
     ("post", "/v1/email/verification/confirm"),
+    ("get", "/v1/forward-auth"),
     ("post", "/v1/passkeys/registration/start"),
     ("post", "/v1/passkeys/registration/finish"),
     ("get", "/v1/passkeys"),

@@ -31,12 +31,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("jobs", &["auth"]),
     ("telemetry", &["config"]),
     ("cli", &["config"]),
-    ("cli_output", &["domain", "store", "audit", "auth"]),
+    (
+        "cli_output",
+        &["domain", "store", "audit", "auth", "doctor"],
+    ),
+    ("net", &["config"]),
+    ("doctor", &["config"]),
     (
         "app",
         &[
             "auth", "clock", "config", "crypto", "domain", "http", "jobs", "mail", "metrics",
-            "store", "audit",
+            "store", "audit", "net",
         ],
     ),
 ];

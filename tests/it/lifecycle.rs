@@ -620,7 +620,7 @@ async fn reset_applies_the_whole_policy_with_the_accounts_own_words(b: Backend) 
     app.post("/v1/password/reset/request", json!({"email": e}))
         .await;
     flush(&app).await;
-    let token = mailed_token(&app, "#token=");
+    let token = mailed_token(&app, "?token=");
     let local = e.split('@').next().unwrap().to_string();
     // The account's own email, as at change, and its local part padded.
     for own in [e.clone(), format!("{local} is my passphrase")] {

@@ -514,10 +514,9 @@ async fn a_counter_regression_is_flagged_and_the_passkey_blocked(b: Backend) {
 async fn a_credential_of_one_account_cannot_sign_in_to_another(b: Backend) {
     let app = passkey_app(b).await;
     let (_, _, mut alice_key) = user_with_passkey(&app, "alice").await;
-    let (bob, _, _) = user_with_passkey(&app, "bob").await;
+    let (bob, bob_token, _) = user_with_passkey(&app, "bob").await;
     let bob_id = {
-        let t = app.token_for(&bob, PASSWORD).await;
-        app.get_bearer("/v1/session", &t).await.json()["user"]["id"]
+        app.get_bearer("/v1/session", &bob_token).await.json()["user"]["id"]
             .as_str()
             .unwrap()
             .to_string()

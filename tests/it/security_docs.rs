@@ -204,15 +204,10 @@ fn the_crypto_inventory_names_exactly_the_crypto_crates_in_the_lock_file() {
     );
 }
 
-// covers: ASVS-11.3.1
+// ASVS-11.3.1 is not claimed: webauthn-rs carries CBC and RSA PKCS#1 v1.5
+// helpers in its dependency tree; this guards castellan's own code.
 #[test]
 fn no_ecb_helper_no_unauthenticated_padding_and_no_rsa_encryption() {
-    for (name, _) in locked_packages() {
-        assert!(
-            !["ecb", "des", "block-padding", "cbc", "rc4"].contains(&name.as_str()),
-            "{name} is in Cargo.lock"
-        );
-    }
     for file in rust_sources("src") {
         let text = read(&file);
         for banned in ["Ecb", "ecb::", "Pkcs1v15Encrypt", "Cbc<", "cbc::"] {
@@ -558,8 +553,9 @@ fn every_limiter_setting_is_documented_with_its_default() {
     );
 }
 
-/// The authorization matrix: (method, path) -> (anonymous, pending MFA) admitted.
-fn public_matrix() -> Vec<(Method, String, bool, bool)> {
+/// The authorization matrix: (method, path, anonymous admitted, pending MFA
+/// cell: `yes`, `no` (403 `mfa_required`) or `401`).
+fn public_matrix() -> Vec<(Method, String, bool, String)> {
     let doc = read("docs/security/authorization.md");
     let public = doc
         .split("## Public listener")
@@ -576,7 +572,7 @@ fn public_matrix() -> Vec<(Method, String, bool, bool)> {
                 method.parse().unwrap(),
                 path.to_string(),
                 r[2] == "yes",
-                r[3] == "yes",
+                r[3].to_string(),
             )
         })
         .collect()
@@ -667,13 +663,19 @@ async fn the_authorization_matrix_is_complete_and_the_server_enforces_it() {
             .send(method.clone(), &path, body, &[("authorization", &auth)])
             .await;
         let refused_for_mfa = r.status == 403 && r.text.contains("mfa_required");
-        assert_eq!(
-            !refused_for_mfa, pending_ok,
-            "{method} {path} with a pending session: {} {}",
-            r.status, r.text
-        );
-        if !pending_ok {
-            r.assert_error(403, "mfa_required");
+        match pending_ok.as_str() {
+            "yes" => assert!(
+                !refused_for_mfa && r.status != 401,
+                "{method} {path} must admit a pending session: {} {}",
+                r.status,
+                r.text
+            ),
+            "401" => {
+                r.assert_error(401, "unauthenticated");
+            }
+            _ => {
+                r.assert_error(403, "mfa_required");
+            }
         }
     }
 
