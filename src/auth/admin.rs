@@ -147,7 +147,7 @@ impl Auth {
     ) -> Result<bool, Throttled> {
         let limits = self.config.limits;
         let client = self.limit_client_key(meta);
-        let now = std::time::Instant::now();
+        let now = self.clock.now();
         if let Some(wait) = self.admin_guard.blocked(&client, now) {
             metrics::counter!(crate::metrics::RATE_LIMITED, "limit" => "admin_token").increment(1);
             return Err(Throttled::RetryAfter(wait.as_secs().max(1)));

@@ -6,7 +6,9 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use time::OffsetDateTime;
 
 /// Addresses tracked at most; beyond it, addresses that block nothing are
 /// forgotten first, so no client can grow the map without bound.
@@ -15,7 +17,7 @@ const MAX_TRACKED: usize = 4096;
 #[derive(Debug, Default)]
 struct Streak {
     failures: u64,
-    blocked_until: Option<Instant>,
+    blocked_until: Option<OffsetDateTime>,
 }
 
 /// The outcome of one wrong token.
@@ -35,12 +37,13 @@ pub struct AdminTokenGuard {
 
 impl AdminTokenGuard {
     /// `Some(wait)` while `client` is backing off.
-    pub fn blocked(&self, client: &str, now: Instant) -> Option<Duration> {
+    pub fn blocked(&self, client: &str, now: OffsetDateTime) -> Option<Duration> {
         let streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
         streaks
             .get(client)
             .and_then(|s| s.blocked_until)
-            .and_then(|until| until.checked_duration_since(now))
+            .filter(|until| *until > now)
+            .and_then(|until| Duration::try_from(until - now).ok())
             .filter(|wait| !wait.is_zero())
     }
 
@@ -52,7 +55,13 @@ impl AdminTokenGuard {
 
     /// Counts a wrong token; from the `backoff_after`-th in a row on, the
     /// address backs off for 1 s, 2 s, 4 s, ... at most `max`.
-    pub fn failed(&self, client: &str, backoff_after: u64, max: Duration, now: Instant) -> Failure {
+    pub fn failed(
+        &self,
+        client: &str,
+        backoff_after: u64,
+        max: Duration,
+        now: OffsetDateTime,
+    ) -> Failure {
         let mut streaks = self.streaks.lock().unwrap_or_else(|p| p.into_inner());
         if streaks.len() >= MAX_TRACKED && !streaks.contains_key(client) {
             streaks.retain(|_, s| s.blocked_until.is_some_and(|u| u > now));
@@ -83,7 +92,7 @@ mod tests {
     #[test]
     fn wrong_tokens_back_off_exponentially_and_a_right_one_resets() {
         let guard = AdminTokenGuard::default();
-        let now = Instant::now();
+        let now = OffsetDateTime::now_utc();
         let max = Duration::from_secs(60);
         for i in 1..5 {
             assert_eq!(guard.failed("a", 5, max, now).block, Duration::ZERO, "{i}");
@@ -103,7 +112,7 @@ mod tests {
     #[test]
     fn the_map_stays_bounded() {
         let guard = AdminTokenGuard::default();
-        let now = Instant::now();
+        let now = OffsetDateTime::now_utc();
         for i in 0..(MAX_TRACKED * 3) {
             guard.failed(
                 &format!("10.0.{}.{}", i / 256, i % 256),

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::crypto::TokenHash;
+use crate::domain::TokenHash;
 use crate::domain::{Email, UserId};
 
 /// One counter an attempt is charged to.

@@ -289,6 +289,7 @@ async fn openapi_describes_every_route_and_constrains_every_input() {
                 "enum",
                 "minimum",
                 "maximum",
+                "maxProperties",
             ]
             .iter()
             .any(|k| spec.get(*k).is_some());

@@ -126,7 +126,7 @@ pub struct FinishRegistration {
     pub name: String,
     /// The `PublicKeyCredential` from `navigator.credentials.create`
     /// (`credential.toJSON()`: base64url binary fields).
-    #[schema(value_type = Object, format = "webauthn-registration-response")]
+    #[schema(schema_with = webauthn_credential)]
     pub credential: RegisterPublicKeyCredential,
 }
 
@@ -145,8 +145,19 @@ pub struct FinishAssertion {
     pub ceremony_id: Uuid,
     /// The `PublicKeyCredential` from `navigator.credentials.get`
     /// (`credential.toJSON()`: base64url binary fields).
-    #[schema(value_type = Object, format = "webauthn-authentication-response")]
+    #[schema(schema_with = webauthn_credential)]
     pub credential: PublicKeyCredential,
+}
+
+/// A WebAuthn credential as JSON (`credential.toJSON()`), checked by
+/// webauthn-rs; the schema names its format so clients know what to send.
+fn webauthn_credential() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Object)
+        .format(Some(utoipa::openapi::schema::SchemaFormat::Custom(
+            "webauthn-credential".into(),
+        )))
+        .build()
 }
 
 fn name(raw: &str) -> Result<PasskeyName, ApiError> {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::PgStore;
-use crate::crypto::TokenHash;
+use crate::domain::TokenHash;
 use crate::domain::{Email, UserId};
 use crate::store::limits::{
     AttemptCounter, CounterRow, LimitStore, Reserved, decide, sorted_unique,

@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{SqliteStore, from_ms, parse_uuid, to_ms};
-use crate::crypto::TokenHash;
+use crate::domain::TokenHash;
 use crate::domain::{Email, UserId};
 use crate::store::limits::{AttemptCounter, CounterRow, LimitStore, Reserved, decide};
 use crate::store::{Op, StoreError};
