@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draws the picture of the Grafana dashboard in docs/operations.md.
 
-    CASTELLAN_BIN=target/debug/castellan python3 scripts/dashboard_chart.py [--out docs/images/dashboard.png]
+    CASTELLAN_TEST_BIN=target/debug/castellan python3 scripts/dashboard_chart.py [--out docs/images/dashboard.png]
 
 No Grafana can be installed from the package registries, so this draws the
 dashboard's own queries instead of a screenshot: it starts castellan (SQLite,
@@ -145,7 +145,7 @@ def main():
     parser.add_argument("--out", type=Path, default=ROOT / "docs/images/dashboard.png")
     parser.add_argument("--phase", type=float, default=25.0, help="seconds per traffic phase")
     args = parser.parse_args()
-    binary = os.environ.get("CASTELLAN_BIN") or str(ROOT / "target/debug/castellan")
+    binary = os.environ.get("CASTELLAN_TEST_BIN") or str(ROOT / "target/debug/castellan")
     c = harness.Castellan(binary).start()
     prom = None
     try:

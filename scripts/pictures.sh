@@ -4,7 +4,7 @@
 #   dashboard.png   the Grafana dashboard's queries on a real Prometheus
 #                   scraping a test run (scripts/dashboard_chart.py, ~1 min)
 #
-# Usage: scripts/pictures.sh            (builds castellan unless CASTELLAN_BIN is set)
+# Usage: scripts/pictures.sh            (builds castellan unless CASTELLAN_TEST_BIN is set)
 # Installs what it needs from the package registries (prometheus with apt,
 # matplotlib and the others with pip), like the test suites.
 set -euo pipefail
@@ -20,12 +20,12 @@ ensure_pip pyotp pyotp
 ensure_pip promql_parser promql-parser
 ensure_pip prometheus_client prometheus-client
 
-if [ -z "${CASTELLAN_BIN:-}" ]; then
+if [ -z "${CASTELLAN_TEST_BIN:-}" ]; then
     suite_step "cargo build --bin castellan"
     cargo build --bin castellan
-    CASTELLAN_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/castellan"
+    CASTELLAN_TEST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/castellan"
 fi
-export CASTELLAN_BIN
+export CASTELLAN_TEST_BIN
 
 suite_step "benchmark charts from bench/results/latest.json"
 python3 bench/charts.py

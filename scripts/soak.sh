@@ -5,7 +5,7 @@
 # intervals, then a summary. Off by default in CI (it is not a suite).
 #
 # Usage: scripts/soak.sh [--duration 10m] [--interval 30s] [--workers 4]
-# Environment: CASTELLAN_BIN (a built castellan; default: cargo build
+# Environment: CASTELLAN_TEST_BIN (a built castellan; default: cargo build
 # --release --bin castellan), CASTELLAN_TEST_PG_BIN (PostgreSQL binaries).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -32,10 +32,10 @@ if [ "$(id -u)" -eq 0 ] && [ -z "${CASTELLAN_TEST_PG_USER:-}" ]; then
             || useradd --system --no-create-home --shell /usr/sbin/nologin castellan-test
     fi
 fi
-if [ -z "${CASTELLAN_BIN:-}" ]; then
+if [ -z "${CASTELLAN_TEST_BIN:-}" ]; then
     suite_step "cargo build --release --bin castellan"
     cargo build --release --locked --bin castellan
-    export CASTELLAN_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/castellan"
+    export CASTELLAN_TEST_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/castellan"
 fi
 
 exec python3 tests/nodes/soak.py "$@"

@@ -290,7 +290,7 @@ done
 if [ "${#suites[@]}" -gt 0 ]; then
     step "cargo build --bin castellan ${locked[*]} (binary for the suites)"
     cargo build --bin castellan "${locked[@]}"
-    export CASTELLAN_BIN="$TARGET_DIR/debug/castellan"
+    export CASTELLAN_TEST_BIN="$TARGET_DIR/debug/castellan"
     for suite in "${suites[@]}"; do
         step "suite $suite"
         suite_rc=0

@@ -26,8 +26,8 @@ if [ ! -f "$CASTELLAN_AXE_JS" ]; then
         || suite_die "npm install axe-core failed"
 fi
 
-export CASTELLAN_BIN
-CASTELLAN_BIN=$(castellan_bin)
+export CASTELLAN_TEST_BIN
+CASTELLAN_TEST_BIN=$(castellan_bin)
 [ -n "${CASTELLAN_TEST_PG_URL:-}" ] || suite_die "CASTELLAN_TEST_PG_URL is not set (run through scripts/test.sh)"
 REPORTS=${CASTELLAN_TEST_REPORTS:-target/test-reports}
 mkdir -p "$REPORTS"

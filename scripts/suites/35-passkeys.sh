@@ -11,8 +11,8 @@ ensure_apt /usr/bin/chromium chromium
 ensure_pip playwright playwright
 ensure_pip pytest pytest
 
-export CASTELLAN_BIN
-CASTELLAN_BIN=$(castellan_bin)
+export CASTELLAN_TEST_BIN
+CASTELLAN_TEST_BIN=$(castellan_bin)
 [ -n "${CASTELLAN_TEST_PG_URL:-}" ] || suite_die "CASTELLAN_TEST_PG_URL is not set (run through scripts/test.sh)"
 REPORTS=${CASTELLAN_TEST_REPORTS:-target/test-reports}
 mkdir -p "$REPORTS"

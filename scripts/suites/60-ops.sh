@@ -27,8 +27,8 @@ ensure_pip matplotlib matplotlib
 ensure_pip promql_parser promql-parser
 ensure_pip prometheus_client prometheus-client
 
-CASTELLAN_BIN=$(castellan_bin)
-export CASTELLAN_BIN
+CASTELLAN_TEST_BIN=$(castellan_bin)
+export CASTELLAN_TEST_BIN
 : "${CASTELLAN_TEST_REPORTS:=target/test-reports}"
 mkdir -p "$CASTELLAN_TEST_REPORTS"
 rm -f "$CASTELLAN_TEST_REPORTS/container.txt"

@@ -33,7 +33,7 @@ ensure_pip() {
 
 # The castellan binary the suites run (scripts/test.sh builds and exports it).
 castellan_bin() {
-    [ -n "${CASTELLAN_BIN:-}" ] && [ -x "$CASTELLAN_BIN" ] \
-        || suite_die "CASTELLAN_BIN is not set to a built castellan (run through scripts/test.sh)"
-    printf '%s\n' "$CASTELLAN_BIN"
+    [ -n "${CASTELLAN_TEST_BIN:-}" ] && [ -x "$CASTELLAN_TEST_BIN" ] \
+        || suite_die "CASTELLAN_TEST_BIN is not set to a built castellan (run through scripts/test.sh)"
+    printf '%s\n' "$CASTELLAN_TEST_BIN"
 }

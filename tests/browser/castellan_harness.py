@@ -67,7 +67,7 @@ class Castellan:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.public = public_base_url or self.url
-        binary = os.environ.get("CASTELLAN_BIN") or os.path.join(REPO, "target", "debug", "castellan")
+        binary = os.environ.get("CASTELLAN_TEST_BIN") or os.path.join(REPO, "target", "debug", "castellan")
         vars = {
             "PATH": os.environ.get("PATH", ""),
             "CASTELLAN_LISTEN": f"127.0.0.1:{self.port}",

@@ -2,7 +2,7 @@
 
 Run through scripts/suites/50-nodes.sh (scripts/test.sh), which provides
 CASTELLAN_TEST_PG_URL (an admin URL of a throwaway cluster),
-CASTELLAN_TEST_PG_BIN, CASTELLAN_TEST_PG_USER and CASTELLAN_BIN."""
+CASTELLAN_TEST_PG_BIN, CASTELLAN_TEST_PG_USER and CASTELLAN_TEST_BIN."""
 
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ REPORTS: list[tuple[str, dict]] = []
 @pytest.fixture(scope="session")
 def admin_pg_url() -> str:
     url = os.environ.get("CASTELLAN_TEST_PG_URL")
-    if not url or not os.environ.get("CASTELLAN_BIN"):
-        pytest.fail("run through scripts/test.sh: CASTELLAN_TEST_PG_URL and CASTELLAN_BIN are needed")
+    if not url or not os.environ.get("CASTELLAN_TEST_BIN"):
+        pytest.fail("run through scripts/test.sh: CASTELLAN_TEST_PG_URL and CASTELLAN_TEST_BIN are needed")
     return url
 
 

@@ -365,7 +365,7 @@ class Cluster:
     """Three nodes (or `count`) on one database, and HAProxy in front."""
 
     def __init__(self, database_url: str, count: int = 3, extra_env: dict | None = None):
-        self.bin = os.environ["CASTELLAN_BIN"]
+        self.bin = os.environ["CASTELLAN_TEST_BIN"]
         self.workdir = Path(tempfile.mkdtemp(prefix="castellan-nodes."))
         self.database_url = database_url
         self.nodes = [

@@ -48,7 +48,7 @@ def test_a_node_starts_without_its_database_and_becomes_ready_when_it_appears(re
         pg.start()
         pg.create_database()
         pg.stop("fast")
-        node = Node("lonely", os.environ["CASTELLAN_BIN"], pg.url, tmp_path)
+        node = Node("lonely", os.environ["CASTELLAN_TEST_BIN"], pg.url, tmp_path)
         node.start(wait_ready=False)
         try:
             live = wait_until("liveness", lambda: requests.get(node.url + "/health/live", timeout=2)

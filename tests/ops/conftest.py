@@ -12,9 +12,9 @@ import harness  # noqa: E402
 
 @pytest.fixture(scope="session")
 def castellan_bin() -> str:
-    path = os.environ.get("CASTELLAN_BIN", "")
+    path = os.environ.get("CASTELLAN_TEST_BIN", "")
     if not (path and os.access(path, os.X_OK)):
-        pytest.fail("CASTELLAN_BIN must name a built castellan (run through scripts/test.sh)")
+        pytest.fail("CASTELLAN_TEST_BIN must name a built castellan (run through scripts/test.sh)")
     return path
 
 
