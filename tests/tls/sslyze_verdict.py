@@ -68,7 +68,9 @@ def main():
 
     with open(text_path) as f:
         text = f.read()
-    section = text.split("COMPLIANCE AGAINST MOZILLA TLS CONFIGURATION", 1)
+    # sslyze 6 titles the section "COMPLIANCE AGAINST TLS CONFIGURATION"
+    # (Mozilla's profile named in its first line); older ones said MOZILLA.
+    section = re.split(r"COMPLIANCE AGAINST (?:MOZILLA )?TLS CONFIGURATION", text, maxsplit=1)
     remarks = re.findall(r"^\s+\* (\w+): (.*)$", section[1], re.M) if len(section) == 2 else []
     if len(section) != 2:
         remarks = [("missing", "sslyze printed no Mozilla compliance section")]
