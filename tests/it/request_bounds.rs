@@ -58,6 +58,8 @@ fn series(metrics: &str) -> Vec<String> {
         .lines()
         .filter(|l| l.starts_with("castellan_http_"))
         .map(|l| l.rsplit_once(' ').map_or(l, |(name, _)| name).to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
         .collect()
 }
 
