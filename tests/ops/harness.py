@@ -205,7 +205,7 @@ def declared_metrics() -> dict[str, set[str]]:
     histograms: set[str] = set()
     src = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.rs"))
     for kind, const, rest in re.findall(
-        r"metrics::(counter|gauge|histogram)!\(\s*(?:crate::metrics::)?([A-Z_]+)(.*?)\)\s*\.",
+        r"metrics::(counter|gauge|histogram)!\(\s*(?:crate::metrics::)?([A-Z_]+)(.*?)\)\s*[.)]",
         src,
         flags=re.S,
     ):
