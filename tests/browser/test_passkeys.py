@@ -55,15 +55,30 @@ def test_passkey_added_on_the_account_page_signs_in_alone(server, browser, backe
     assert len(creds) == 1 and creds[0]["isResidentCredential"], creds
     assert any("A passkey was added" in m for m in server.mails())
 
-    # Sign out, then sign in with the passkey alone (no email, no password).
+    # Sign out, then sign in with the passkey alone (no email, no password),
+    # first through the email field's autofill: the page starts a conditional
+    # request at once, and the virtual authenticator (which simulates the
+    # person's presence) answers it, so the page signs in without a click.
     page.click("#sign-out")
     page.goto(base + "/ui/sign-in")
+    page.wait_for_url(base + "/ui/account")
+    assert_passkey_session(page, user)
+
+    # Then through the button, in a browser without conditional mediation.
+    page.click("#sign-out")
+    page.add_init_script("PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);")
+    page.goto(base + "/ui/sign-in")
     page.wait_for_selector("#passkey-sign-in:not([hidden])")
+    assert page.get_attribute("#email", "autocomplete") == "username"
     assert page.input_value("#password") == ""
     page.click("#passkey-sign-in-button")
     page.wait_for_url(base + "/ui/account")
+    assert_passkey_session(page, user)
+    context.close()
+
+
+def assert_passkey_session(page, user):
     assert user in page.inner_text("main")
     session = page.evaluate("() => fetch('/v1/session').then(r => r.json())")
     assert session["session"]["aal"] == "aal2", session
     assert session["user"]["email"] == user
-    context.close()

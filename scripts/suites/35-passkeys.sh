@@ -10,6 +10,8 @@ source scripts/suites/lib.sh
 ensure_apt /usr/bin/chromium chromium
 ensure_pip playwright playwright
 ensure_pip pytest pytest
+# A hung browser call must fail its test, not stall the whole run.
+ensure_pip pytest_timeout pytest-timeout
 
 export CASTELLAN_TEST_BIN
 CASTELLAN_TEST_BIN=$(castellan_bin)
@@ -20,4 +22,4 @@ mkdir -p "$REPORTS"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 suite_step "pytest tests/browser/test_passkeys.py"
-python3 -m pytest -q -p no:cacheprovider tests/browser/test_passkeys.py --junitxml="$REPORTS/passkeys.xml"
+python3 -m pytest -q -p no:cacheprovider --timeout 300 --timeout-method signal tests/browser/test_passkeys.py --junitxml="$REPORTS/passkeys.xml"

@@ -14,6 +14,8 @@ ensure_apt nginx nginx
 ensure_pip playwright playwright
 ensure_pip pyotp pyotp
 ensure_pip pytest pytest
+# A hung browser call must fail its test, not stall the whole run.
+ensure_pip pytest_timeout pytest-timeout
 
 # axe-core from npm (only its axe.min.js is used; injected by the tests).
 AXE_DIR=${XDG_CACHE_HOME:-$HOME/.cache}/castellan-tests/axe
@@ -37,4 +39,4 @@ export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 suite_step "pytest tests/browser (screenshots in $CASTELLAN_TEST_ARTIFACTS/pages)"
 # test_passkeys.py has its own suite (35-passkeys.sh).
-python3 -m pytest -q -p no:cacheprovider tests/browser --ignore=tests/browser/test_passkeys.py --junitxml="$REPORTS/pages.xml"
+python3 -m pytest -q -p no:cacheprovider --timeout 300 --timeout-method signal tests/browser --ignore=tests/browser/test_passkeys.py --junitxml="$REPORTS/pages.xml"
