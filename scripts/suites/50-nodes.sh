@@ -12,6 +12,7 @@ source scripts/suites/lib.sh
 
 ensure_apt haproxy haproxy
 ensure_pip pytest pytest
+ensure_pip pytest_timeout pytest-timeout
 ensure_pip requests requests
 ensure_pip pyotp pyotp
 castellan_bin >/dev/null
@@ -21,5 +22,5 @@ REPORTS=${CASTELLAN_TEST_REPORTS:-/tmp}
 mkdir -p "$REPORTS"
 
 suite_step "pytest tests/nodes"
-python3 -m pytest tests/nodes -p no:cacheprovider -q -rA \
+python3 -m pytest tests/nodes -p no:cacheprovider -q -rA --timeout 600 -o junit_family=xunit1 \
     --junitxml="$REPORTS/nodes.xml" "$@"
