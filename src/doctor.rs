@@ -87,6 +87,23 @@ pub struct Context {
     pub production_refusals: Vec<String>,
     /// The process runs as root.
     pub running_as_root: bool,
+    /// What a look at the served certificate found (native TLS only).
+    pub certificate: Option<CertificateFindings>,
+}
+
+/// The certificate castellan serves with native TLS, as doctor read it.
+#[derive(Debug, Clone)]
+pub struct CertificateFindings {
+    /// The public host it was checked for (from `public_base_url`).
+    pub host: String,
+    /// The leaf's public key, e.g. `RSA 2048 bits`; `Err` when unreadable.
+    pub key: Result<String, String>,
+    /// The key gives at least 128 bits of security (RSA >= 3072 bits,
+    /// ECDSA on P-256/P-384/P-521, Ed25519 or Ed448).
+    pub key_strong: bool,
+    /// Verification of the chain against the public web PKI roots for
+    /// `host`: `Err` with the reason.
+    pub publicly_trusted: Result<(), String>,
 }
 
 /// OWASP's Argon2id minimums (memory in KiB, iterations) for parallelism 1.
@@ -395,17 +412,23 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
 
     // -- the listeners
     let proxies_named = config.behind_tls_proxy && !config.trusted_proxies.is_empty();
+    let native = config.net.tls.as_ref();
     add(
         "tls",
         3,
-        if proxies_named {
+        if native.is_some() || proxies_named {
             Status::Pass
         } else if config.behind_tls_proxy {
             Status::Fail
         } else {
             weak
         },
-        if proxies_named {
+        if let Some(files) = native {
+            format!(
+                "castellan terminates TLS itself with {}",
+                files.cert_file.display()
+            )
+        } else if proxies_named {
             format!(
                 "TLS is terminated by {} trusted prox{}",
                 config.trusted_proxies.len(),
@@ -423,6 +446,9 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
         "passwords, codes and session cookies must only travel over TLS, and per-address limits need the real client address",
         "set CASTELLAN_BEHIND_TLS_PROXY=true and CASTELLAN_TRUSTED_PROXIES to the proxies' addresses",
     );
+    if let Some(cert) = &context.certificate {
+        certificate_checks(cert, &mut add);
+    }
     let https = config.public_base_url.starts_with("https://");
     add(
         "cookies_secure",
@@ -609,6 +635,45 @@ pub fn examine(config: &Config, db: &DatabaseFindings, context: &Context) -> Rep
         profile: if production { "production" } else { "dev" },
         checks,
     }
+}
+
+/// The served certificate: publicly trusted for the public host, with a
+/// key of at least 128-bit strength.
+fn certificate_checks(
+    cert: &CertificateFindings,
+    add: &mut impl FnMut(&'static str, u32, Status, String, &'static str, &str),
+) {
+    // A private CA can be right for an internal deployment: a warning.
+    add(
+        "tls_certificate_trust",
+        2,
+        if cert.publicly_trusted.is_ok() {
+            Status::Pass
+        } else {
+            Status::Warn
+        },
+        match &cert.publicly_trusted {
+            Ok(()) => format!("chains to a publicly trusted root for {}", cert.host),
+            Err(why) => format!("not publicly trusted for {}: {why}", cert.host),
+        },
+        "browsers and clients on the internet only trust certificates from public CAs issued for the name they connect to",
+        "put a certificate from a public CA (e.g. by ACME) for the public_base_url host, with its intermediates, in CASTELLAN_TLS_CERT_FILE",
+    );
+    add(
+        "tls_key_strength",
+        2,
+        if cert.key_strong {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        match &cert.key {
+            Ok(key) => format!("the certificate's key is {key}"),
+            Err(why) => format!("the certificate cannot be read: {why}"),
+        },
+        "a key below 128-bit strength (RSA under 3072 bits, unapproved curves) can be broken within the certificate's life",
+        "issue the certificate for an ECDSA P-256 or P-384 key (or RSA of at least 3072 bits)",
+    );
 }
 
 /// A query parameter of a URL, undecoded (sslmode values need no decoding;

@@ -1,9 +1,19 @@
 //! `castellan serve`: run until SIGTERM or Ctrl-C, then drain.
 
+use anyhow::bail;
+
 use crate::app;
-use crate::config::Config;
+use crate::config::{Config, Profile};
 
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    // A service running as root turns any flaw into control of the machine.
+    if config.profile == Profile::Production && !config.allow_root && super::running_as_root() {
+        bail!(
+            "refusing to run as root in production: run castellan as its own user \
+             (deploy/systemd/castellan.service and the container image do), or set \
+             CASTELLAN_ALLOW_ROOT=true only where root is mapped to an unprivileged user"
+        );
+    }
     let drain_delay = config.shutdown_drain_delay;
     let running = app::start(config).await?;
     let stop = running.shutdown_handle();

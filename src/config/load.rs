@@ -268,6 +268,7 @@ impl Config {
             }
         });
         let doctor_min_score = p.parse("doctor_min_score", |v| parse_int_in(v, 0, 100));
+        let allow_root = p.parse("allow_root", parse_bool);
         let shutdown_drain_delay = p.parse("shutdown_drain_delay", |v| {
             parse_duration_in(v, Duration::from_millis(0), Duration::from_secs(300))
         });
@@ -364,6 +365,7 @@ impl Config {
             shutdown_timeout: shutdown_timeout?,
             log_shipping: log_shipping?,
             doctor_min_score: u32::try_from(doctor_min_score?).ok()?,
+            allow_root: allow_root?,
             net: net?,
             passkeys: passkeys?,
             shutdown_drain_delay: shutdown_drain_delay?,

@@ -248,6 +248,8 @@ pub struct Config {
     pub log_shipping: String,
     /// `castellan doctor` fails below this score.
     pub doctor_min_score: u32,
+    /// Production `serve` may run as root (root mapped to an unprivileged user).
+    pub allow_root: bool,
     /// Listener limits and native TLS.
     pub net: NetConfig,
     /// How long the node reports not-ready before it stops accepting.

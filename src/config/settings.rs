@@ -357,6 +357,11 @@ pub const SETTINGS: &[Setting] = &[
         "where the logs are shipped off the host (e.g. `journald to the SIEM`); checked by `castellan doctor`",
     ),
     s(
+        "allow_root",
+        "false",
+        "in production `castellan serve` refuses to run as root unless this is true (only where root is mapped to an unprivileged user, e.g. a rootless container)",
+    ),
+    s(
         "doctor_min_score",
         "80",
         "`castellan doctor` exits non-zero below this score (0 to 100)",

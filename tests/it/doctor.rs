@@ -2,13 +2,13 @@
 //! names every fix, a hardened one on PostgreSQL over TLS scores 100, and a
 //! broken audit chain or pending migrations are reported.
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::black_box::{castellan, run};
-use crate::helpers::TEST_SECRET_KEY;
-use crate::pg_cluster::{ClusterOptions, PgCluster};
+use crate::black_box::{castellan, free_port, run, terminate, wait_ready};
+use crate::helpers::{PASSWORD, TEST_SECRET_KEY, email};
+use crate::pg_cluster::{ClusterOptions, PgCluster, TestCa, Validity};
 
 /// Runs `castellan doctor --format json` with `env`; returns the exit
 /// status and the parsed report.
@@ -174,10 +174,10 @@ fn random_key() -> String {
 }
 
 fn is_root() -> bool {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    castellan::commands::running_as_root()
 }
 
+// covers: ASVS-13.2.2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hardened_deployment_on_postgresql_over_tls_scores_100() {
     let cluster = PgCluster::start_new(ClusterOptions::tls());
@@ -280,6 +280,44 @@ async fn a_hardened_deployment_on_postgresql_over_tls_scores_100() {
     let role = check(&report, "database_role");
     assert_eq!(role["status"], "fail");
     assert!(role["summary"].as_str().unwrap().contains("superuser"));
+
+    // The service itself runs with the data-only role: it becomes ready,
+    // registers and signs in without any schema privilege.
+    let port = free_port();
+    let mut child = castellan(dir.path())
+        .arg("serve")
+        .envs(base(&app_url).iter().map(|(k, v)| (*k, v)))
+        .env("CASTELLAN_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url, &mut child).await;
+    let client = reqwest::Client::new();
+    let ready = client
+        .get(format!("{url}/health/ready"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let user = email("dml");
+    let body = serde_json::json!({"email": user, "password": PASSWORD});
+    let r = client
+        .post(format!("{url}/v1/registration"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = client
+        .post(format!("{url}/v1/login"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(terminate(&mut child).success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,4 +396,113 @@ async fn pending_migrations_and_a_broken_audit_chain_are_reported() {
     assert!(text.contains("FAIL  audit_chain"), "{text}");
     assert!(text.contains("fix: "), "{text}");
     let _ = out;
+}
+
+/// Writes a certificate and key made by `openssl req` with `key_args`.
+fn openssl_self_signed(dir: &std::path::Path, name: &str, key_args: &[&str]) -> (String, String) {
+    let cert = dir.join(format!("{name}.pem")).display().to_string();
+    let key = dir.join(format!("{name}.key")).display().to_string();
+    let out = Command::new("openssl")
+        .args(["req", "-x509", "-nodes", "-days", "2"])
+        .args(key_args)
+        .args(["-keyout", &key, "-out", &cert])
+        .args(["-subj", "/CN=auth.example.com"])
+        .args(["-addext", "subjectAltName=DNS:auth.example.com"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+// covers: ASVS-12.2.2, ASVS-11.2.3
+#[test]
+fn the_served_certificate_is_graded_for_public_trust_and_key_strength() {
+    let dir = tempfile::tempdir().unwrap();
+    let grade = |cert: &str, key: &str| {
+        let env = [
+            (
+                "CASTELLAN_DATA_DIR",
+                dir.path().join("data").display().to_string(),
+            ),
+            ("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.to_string()),
+            (
+                "CASTELLAN_PUBLIC_BASE_URL",
+                "https://auth.example.com".into(),
+            ),
+            ("CASTELLAN_TLS_CERT_FILE", cert.to_string()),
+            ("CASTELLAN_TLS_KEY_FILE", key.to_string()),
+        ];
+        doctor(dir.path(), &env, &["--min-score", "0"]).1
+    };
+
+    // A P-256 certificate from a private CA: a strong key, but no public
+    // root vouches for it, so clients on the internet would refuse it.
+    let ca = TestCa::new("castellan doctor test CA");
+    let issued = ca.server_cert(&["auth.example.com"], Validity::Current);
+    let (cert, key) = (
+        dir.path().join("ca-issued.pem"),
+        dir.path().join("ca-issued.key"),
+    );
+    std::fs::write(&cert, format!("{}{}", issued.cert_pem, ca.cert_pem)).unwrap();
+    std::fs::write(&key, &issued.key_pem).unwrap();
+    let report = grade(cert.to_str().unwrap(), key.to_str().unwrap());
+    let tls = check(&report, "tls");
+    assert_eq!(tls["status"], "pass", "{tls:#}");
+    assert!(
+        tls["summary"]
+            .as_str()
+            .unwrap()
+            .contains("terminates TLS itself")
+    );
+    let strength = check(&report, "tls_key_strength");
+    assert_eq!(strength["status"], "pass", "{strength:#}");
+    assert!(
+        strength["summary"]
+            .as_str()
+            .unwrap()
+            .contains("ECDSA P-256")
+    );
+    let trust = check(&report, "tls_certificate_trust");
+    assert_eq!(trust["status"], "warn", "{trust:#}");
+    let summary = trust["summary"].as_str().unwrap();
+    assert!(
+        summary.contains("auth.example.com") && summary.contains("UnknownIssuer"),
+        "{summary}"
+    );
+    assert!(
+        trust["fix"]
+            .as_str()
+            .unwrap()
+            .contains("CASTELLAN_TLS_CERT_FILE")
+    );
+
+    // A self-signed RSA-2048 certificate: under 128-bit strength, a failure.
+    let (cert, key) = openssl_self_signed(dir.path(), "rsa2048", &["-newkey", "rsa:2048"]);
+    let report = grade(&cert, &key);
+    let strength = check(&report, "tls_key_strength");
+    assert_eq!(strength["status"], "fail", "{strength:#}");
+    assert!(
+        strength["summary"]
+            .as_str()
+            .unwrap()
+            .contains("RSA 2048 bits")
+    );
+    assert!(strength["fix"].as_str().unwrap().contains("P-256"));
+    assert_eq!(check(&report, "tls_certificate_trust")["status"], "warn");
+
+    // RSA-3072 is enough.
+    let (cert, key) = openssl_self_signed(dir.path(), "rsa3072", &["-newkey", "rsa:3072"]);
+    let report = grade(&cert, &key);
+    let strength = check(&report, "tls_key_strength");
+    assert_eq!(strength["status"], "pass", "{strength:#}");
+    assert!(
+        strength["summary"]
+            .as_str()
+            .unwrap()
+            .contains("RSA 3072 bits")
+    );
 }

@@ -382,7 +382,12 @@ async fn email_verification_marks_the_address_once(b: Backend) {
 async fn failures_back_off_per_account_and_address_and_the_right_password_waits(b: Backend) {
     let mut env = TestEnv::new(b).await;
     env.set("CASTELLAN_LOGIN_BACKOFF_AFTER", "3");
-    let app = env.spawn().await;
+    // A manual clock: the back-off window (1 s after the third failure)
+    // must not pass while a busy machine hashes the next attempt.
+    let clock = std::sync::Arc::new(castellan::clock::ManualClock::new(
+        time::OffsetDateTime::now_utc(),
+    ));
+    let app = env.spawn_with_clock(clock.clone()).await;
     let e = email("backoff");
     app.register(&e, PASSWORD).await;
     for _ in 0..3 {
@@ -403,7 +408,7 @@ async fn failures_back_off_per_account_and_address_and_the_right_password_waits(
     app.login(&nobody, PASSWORD)
         .await
         .assert_error(429, "rate_limited");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    clock.advance(Duration::from_secs(2));
     assert_eq!(
         app.login(&e, PASSWORD).await.status,
         200,

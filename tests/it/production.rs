@@ -40,6 +40,8 @@ async fn production_logs_go_to_stdout_and_the_audit_table_only() {
         .env("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32")
         .env("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com")
         .env("CASTELLAN_MAIL_DIR", dir.path().join("data/mail"))
+        // The tests may run as root (CI does); production refuses root without this.
+        .env("CASTELLAN_ALLOW_ROOT", "true")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -97,4 +99,42 @@ async fn production_logs_go_to_stdout_and_the_audit_table_only() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert!(kinds.contains(&"login_failed".to_string()), "{kinds:?}");
+}
+
+// covers: ASVS-13.2.2
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_refuses_to_run_as_root() {
+    if !castellan::commands::running_as_root() {
+        // Only root can show the refusal; an unprivileged run has nothing to refuse.
+        eprintln!("not root: the refusal cannot be observed here");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let serve = |allow_root: &str| {
+        castellan(dir.path())
+            .arg("serve")
+            .env("CASTELLAN_PROFILE", "production")
+            .env("CASTELLAN_LISTEN", format!("127.0.0.1:{port}"))
+            .env("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY)
+            .env("CASTELLAN_BEHIND_TLS_PROXY", "true")
+            .env("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32")
+            .env("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com")
+            .env("CASTELLAN_ALLOW_ROOT", allow_root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let refused = serve("false").wait_with_output().unwrap();
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("refusing to run as root") && text.contains("CASTELLAN_ALLOW_ROOT"),
+        "{text}"
+    );
+    // The explicit override is the only way past it: the same command serves.
+    let mut allowed = serve("true");
+    wait_ready(&format!("http://127.0.0.1:{port}"), &mut allowed).await;
+    assert!(terminate(&mut allowed).success());
 }
