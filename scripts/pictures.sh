@@ -3,6 +3,8 @@
 #   bench-*.png     from bench/results/latest.json (bench/charts.py)
 #   dashboard.png   the Grafana dashboard's queries on a real Prometheus
 #                   scraping a test run (scripts/dashboard_chart.py, ~1 min)
+#   pages/*.png     the hosted pages, as the browser suite's journey on
+#                   SQLite saw them (scripts/suites/30-pages.sh, ~4 min)
 #
 # Usage: scripts/pictures.sh            (builds castellan unless CASTELLAN_TEST_BIN is set)
 # Installs what it needs from the package registries (prometheus with apt,
@@ -31,3 +33,11 @@ suite_step "benchmark charts from bench/results/latest.json"
 python3 bench/charts.py
 suite_step "dashboard picture from a Prometheus scrape of a test run"
 python3 scripts/dashboard_chart.py
+suite_step "page screenshots from the browser suite's journey on SQLite"
+shots=$(mktemp -d)
+trap 'rm -rf "$shots"' EXIT
+CASTELLAN_TEST_SKIP_GATES=1 CASTELLAN_TEST_SKIP_CARGO=1 CASTELLAN_TEST_SUITES=pages \
+    CASTELLAN_TEST_ARTIFACTS="$shots" scripts/test.sh
+for shot in "$shots"/pages/sqlite-*.png; do
+    cp "$shot" "docs/images/pages/${shot##*/sqlite-}"
+done
