@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod openapi;
 pub mod pages;
 pub mod request_id;
 pub mod views;
@@ -42,6 +43,7 @@ pub struct AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "castellan", description = "Authentication and session service (HTTP contract v1)"),
+    components(schemas(views::ErrorEnvelope)),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;

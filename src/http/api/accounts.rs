@@ -14,6 +14,7 @@ use crate::domain::{Email, Password};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
+use crate::http::openapi::{BodyErrors, RateLimited, Unavailable};
 use crate::http::views::{ErrorEnvelope, SessionIssued, SessionView, UserEnvelope, UserView};
 
 /// `POST /v1/registration` and `POST /v1/login` bodies.
@@ -33,9 +34,10 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
 
 /// Creates an account.
 #[utoipa::path(post, path = "/v1/registration", tag = "accounts", request_body = Credentials, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 201, body = UserEnvelope),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request or weak_password"),
-    (status = 409, body = ErrorEnvelope, description = "conflict: email taken"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request (the message names the field) or weak_password (the message says why)"),
+    (status = 409, body = ErrorEnvelope, description = "conflict: the email is already registered"),
 ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -61,10 +63,10 @@ pub async fn register(
 
 /// Logs in with email and password.
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = Credentials, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 200, body = SessionIssued, description = "also sets the __Host-castellan_session cookie"),
-    (status = 401, body = ErrorEnvelope, description = "invalid_credentials"),
-    (status = 403, body = ErrorEnvelope, description = "account_locked"),
-    (status = 503, body = ErrorEnvelope, description = "unavailable (hashing saturated)"),
+    (status = 401, body = ErrorEnvelope, description = "invalid_credentials: wrong email or password"),
+    (status = 403, body = ErrorEnvelope, description = "account_locked (only said after a correct password)"),
 ))]
 pub async fn login(
     State(state): State<AppState>,
