@@ -67,15 +67,15 @@ fuzz() {
         sleep 0.2
     done
     local base="http://127.0.0.1:$port" password
-    password="fuzz-$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
+    password="$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')"
     curl -fsS -o /dev/null -H 'Content-Type: application/json' \
-        -d "{\"email\":\"fuzz@example.com\",\"password\":\"$password\"}" "$base/v1/registration" \
+        -d "{\"email\":\"schemathesis@example.com\",\"password\":\"$password\"}" "$base/v1/registration" \
         || suite_die "could not register the fuzz account on $name"
     suite_step "schemathesis on $name ($EXAMPLES examples per operation)"
     local rc=0
     # From $WORK: schemathesis keeps a crash cache in ./.schemathesis, and
     # a cache from an earlier run would change what this run sends.
-    (cd "$WORK" && CASTELLAN_FUZZ_BASE="$base" CASTELLAN_FUZZ_EMAIL=fuzz@example.com \
+    (cd "$WORK" && CASTELLAN_FUZZ_BASE="$base" CASTELLAN_FUZZ_EMAIL=schemathesis@example.com \
         CASTELLAN_FUZZ_PASSWORD="$password" SCHEMATHESIS_HOOKS="$HOOKS" \
         timeout 600 schemathesis run "$base/openapi.json" \
         --checks not_a_server_error,response_schema_conformance,status_code_conformance \
