@@ -23,7 +23,7 @@ REPORTS=${CASTELLAN_TEST_REPORTS:-$(mktemp -d)}
 mkdir -p "$REPORTS"
 REPORTS=$(realpath "$REPORTS")
 HOOKS=$PWD/scripts/suites/schemathesis_auth.py
-EXAMPLES=${CASTELLAN_SCHEMATHESIS_EXAMPLES:-30}
+EXAMPLES=${CASTELLAN_TEST_SCHEMATHESIS_EXAMPLES:-30}
 
 WORK=$(mktemp -d /tmp/castellan-fuzz.XXXXXX)
 PID=""
@@ -75,8 +75,8 @@ fuzz() {
     local rc=0
     # From $WORK: schemathesis keeps a crash cache in ./.schemathesis, and
     # a cache from an earlier run would change what this run sends.
-    (cd "$WORK" && CASTELLAN_FUZZ_BASE="$base" CASTELLAN_FUZZ_EMAIL=schemathesis@example.com \
-        CASTELLAN_FUZZ_PASSWORD="$password" SCHEMATHESIS_HOOKS="$HOOKS" \
+    (cd "$WORK" && CASTELLAN_TEST_FUZZ_BASE="$base" CASTELLAN_TEST_FUZZ_EMAIL=schemathesis@example.com \
+        CASTELLAN_TEST_FUZZ_PASSWORD="$password" SCHEMATHESIS_HOOKS="$HOOKS" \
         timeout 600 schemathesis run "$base/openapi.json" \
         --checks not_a_server_error,response_schema_conformance,status_code_conformance \
         --max-examples "$EXAMPLES" --seed 1 --request-timeout 10 \

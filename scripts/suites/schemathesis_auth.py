@@ -6,8 +6,8 @@ by the suite) and sends its token as `Authorization: Bearer`. The fuzzer
 may end that session (logout, revocation); a 401 drops the cached token
 and the next request logs in again.
 
-Environment: CASTELLAN_FUZZ_BASE (http://127.0.0.1:PORT), CASTELLAN_FUZZ_EMAIL,
-CASTELLAN_FUZZ_PASSWORD.
+Environment: CASTELLAN_TEST_FUZZ_BASE (http://127.0.0.1:PORT), CASTELLAN_TEST_FUZZ_EMAIL,
+CASTELLAN_TEST_FUZZ_PASSWORD.
 """
 
 import json
@@ -21,12 +21,12 @@ import schemathesis
 def _login():
     body = json.dumps(
         {
-            "email": os.environ["CASTELLAN_FUZZ_EMAIL"],
-            "password": os.environ["CASTELLAN_FUZZ_PASSWORD"],
+            "email": os.environ["CASTELLAN_TEST_FUZZ_EMAIL"],
+            "password": os.environ["CASTELLAN_TEST_FUZZ_PASSWORD"],
         }
     ).encode()
     request = urllib.request.Request(
-        os.environ["CASTELLAN_FUZZ_BASE"] + "/v1/login",
+        os.environ["CASTELLAN_TEST_FUZZ_BASE"] + "/v1/login",
         data=body,
         headers={"Content-Type": "application/json"},
         method="POST",

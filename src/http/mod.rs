@@ -104,7 +104,13 @@ pub fn public_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The public listener's complete application.
 pub fn public_app(state: AppState) -> Router {
-    let (router, openapi) = public_routes();
+    let (router, mut openapi) = public_routes();
+    let config = state.auth.config();
+    openapi::apply_password_lengths(
+        &mut openapi,
+        config.password_min_length,
+        config.password_max_length,
+    );
     let openapi = std::sync::Arc::new(openapi);
     router
         .merge(pages::routes(state.clone()))

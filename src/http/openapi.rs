@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use utoipa::IntoResponses;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::schema::{ObjectBuilder, Ref, Type};
-use utoipa::openapi::{RefOr, Response, ResponseBuilder};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Ref, Schema, Type};
+use utoipa::openapi::{OpenApi, RefOr, Response, ResponseBuilder};
 
 /// The components name of the contract's error body.
 const ERROR_SCHEMA: &str = "ErrorEnvelope";
@@ -125,5 +125,75 @@ impl IntoResponses for Unavailable {
                 "unavailable: the database is unreachable, the server is saturated, or the node is draining",
             ),
         )])
+    }
+}
+
+/// Password fields of the request bodies: (schema, property, whether it
+/// sets a new password and so has the policy's minimum).
+const PASSWORD_FIELDS: [(&str, &str, bool); 6] = [
+    ("Registration", "password", true),
+    ("PasswordChange", "new_password", true),
+    ("ResetConfirm", "new_password", true),
+    ("Credentials", "password", false),
+    ("Reauthenticate", "password", false),
+    ("PasswordChange", "current_password", false),
+];
+
+/// Writes the configured password lengths into the request schemas, so
+/// the document a node serves describes that node's policy (the
+/// annotations carry the defaults).
+pub fn apply_password_lengths(doc: &mut OpenApi, min: usize, max: usize) {
+    for (schema, field, new) in PASSWORD_FIELDS {
+        if let Some(property) = property_mut(doc, schema, field) {
+            if new {
+                property.min_length = Some(min);
+            }
+            property.max_length = Some(max);
+        }
+    }
+}
+
+fn property_mut<'a>(doc: &'a mut OpenApi, schema: &str, field: &str) -> Option<&'a mut Object> {
+    let components = doc.components.as_mut()?;
+    let RefOr::T(Schema::Object(object)) = components.schemas.get_mut(schema)? else {
+        return None;
+    };
+    match object.properties.get_mut(field)? {
+        RefOr::T(Schema::Object(property)) => Some(property),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_password_field_gets_the_configured_lengths() {
+        let (_, mut doc) = crate::http::public_routes();
+        apply_password_lengths(&mut doc, 9, 2000);
+        for (schema, field, new) in PASSWORD_FIELDS {
+            let property = property_mut(&mut doc, schema, field)
+                .unwrap_or_else(|| panic!("{schema}.{field} is not in the document"));
+            assert_eq!(property.max_length, Some(2000), "{schema}.{field}");
+            let min = if new { Some(9) } else { Some(1) };
+            assert_eq!(property.min_length, min, "{schema}.{field}");
+        }
+    }
+
+    #[test]
+    fn shared_errors_use_the_contract_error_body() {
+        let (_, doc) = crate::http::public_routes();
+        let json = serde_json::to_value(&doc).unwrap();
+        assert!(json["components"]["schemas"][ERROR_SCHEMA].is_object());
+        let login = &json["paths"]["/v1/login"]["post"]["responses"];
+        for status in ["400", "401", "403", "413", "415", "429", "503"] {
+            assert_eq!(
+                login[status]["content"]["application/json"]["schema"]["$ref"],
+                "#/components/schemas/ErrorEnvelope",
+                "{status}"
+            );
+        }
+        assert!(login["429"]["headers"]["Retry-After"].is_object());
     }
 }

@@ -17,14 +17,26 @@ use crate::http::extract::ApiJson;
 use crate::http::openapi::{BodyErrors, RateLimited, Unavailable};
 use crate::http::views::{ErrorEnvelope, SessionIssued, SessionView, UserEnvelope, UserView};
 
-/// `POST /v1/registration` and `POST /v1/login` bodies.
+/// `POST /v1/login` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
-    /// 15 to 1024 characters by default (see the password policy).
+    /// At most `password_max_length` characters.
     #[schema(format = Password, min_length = 1, max_length = 1024)]
+    pub password: String,
+}
+
+/// `POST /v1/registration` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
+    pub email: String,
+    /// `password_min_length` to `password_max_length` characters (15 to
+    /// 1024 by default); common, breached and context passwords are refused.
+    #[schema(format = Password, min_length = 15, max_length = 1024)]
     pub password: String,
 }
 
@@ -33,7 +45,7 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
 }
 
 /// Creates an account.
-#[utoipa::path(post, path = "/v1/registration", tag = "accounts", request_body = Credentials, responses(
+#[utoipa::path(post, path = "/v1/registration", tag = "accounts", request_body = Registration, responses(
     BodyErrors, RateLimited, Unavailable,
     (status = 201, body = UserEnvelope),
     (status = 400, body = ErrorEnvelope, description = "invalid_request (the message names the field) or weak_password (the message says why)"),
@@ -42,7 +54,7 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
 pub async fn register(
     State(state): State<AppState>,
     meta: RequestMeta,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
     let password = Password::new_for_account(

@@ -122,8 +122,13 @@ pub struct PasskeyList {
 #[serde(deny_unknown_fields)]
 pub struct FinishRegistration {
     pub ceremony_id: Uuid,
-    /// 1 to 64 characters, e.g. "Laptop".
-    #[schema(min_length = 1, max_length = 64)]
+    /// 1 to 64 characters, e.g. "Laptop": no control characters and not
+    /// only white space (`PasskeyName::parse`).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// The `PublicKeyCredential` from `navigator.credentials.create`
     /// (`credential.toJSON()`: base64url binary fields).
@@ -135,7 +140,11 @@ pub struct FinishRegistration {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rename {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 
