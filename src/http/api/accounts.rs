@@ -36,7 +36,7 @@ pub struct Registration {
     pub email: String,
     /// `password_min_length` to `password_max_length` characters (15 to
     /// 1024 by default); common, breached and context passwords are refused.
-    #[schema(format = Password, min_length = 15, max_length = 1024)]
+    #[schema(format = Password, min_length = 15, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub password: String,
 }
 

@@ -63,7 +63,7 @@ fn mfa_error(e: MfaError, wrong: StatusCode) -> ApiError {
 pub struct MfaLogin {
     #[schema(pattern = "^[0-9]{6}$", max_length = 6)]
     pub totp_code: Option<String>,
-    #[schema(pattern = "^[A-Za-z2-7 -]{16,64}$", max_length = 64)]
+    #[schema(pattern = "^[ -]*([A-Za-z2-7][ -]*){16}$", max_length = 64)]
     pub backup_code: Option<String>,
 }
 

@@ -19,7 +19,7 @@ use crate::http::views::ErrorEnvelope;
 pub struct PasswordChange {
     #[schema(format = Password, min_length = 1, max_length = 1024)]
     pub current_password: String,
-    #[schema(format = Password, min_length = 15, max_length = 1024)]
+    #[schema(format = Password, min_length = 15, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub new_password: String,
 }
 
@@ -88,7 +88,7 @@ pub struct ResetConfirm {
     /// The token from the mailed link (43 base64url characters).
     #[schema(pattern = "^[A-Za-z0-9_-]{43}$", max_length = 43)]
     pub token: String,
-    #[schema(format = Password, min_length = 15, max_length = 1024)]
+    #[schema(format = Password, min_length = 15, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub new_password: String,
 }
 
