@@ -28,8 +28,8 @@ pub async fn live() -> Json<Status> {
 /// The database answers; 503 when it does not within a second, and while
 /// the node drains before shutting down.
 #[utoipa::path(get, path = "/health/ready", tag = "health", responses(
+    super::openapi::Unavailable,
     (status = 200, body = Status),
-    (status = 503, body = crate::http::views::ErrorEnvelope),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Status>, ApiError> {
     if state.draining.load(std::sync::atomic::Ordering::Relaxed) {

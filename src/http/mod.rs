@@ -22,6 +22,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod middleware;
+pub mod openapi;
 pub mod pages;
 pub mod request_id;
 pub mod views;
@@ -42,6 +43,7 @@ pub struct AppState {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "castellan", description = "Authentication and session service (HTTP contract v1)"),
+    components(schemas(views::ErrorEnvelope)),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
@@ -102,7 +104,13 @@ pub fn public_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 
 /// The public listener's complete application.
 pub fn public_app(state: AppState) -> Router {
-    let (router, openapi) = public_routes();
+    let (router, mut openapi) = public_routes();
+    let config = state.auth.config();
+    openapi::apply_password_lengths(
+        &mut openapi,
+        config.password_min_length,
+        config.password_max_length,
+    );
     let openapi = std::sync::Arc::new(openapi);
     router
         .merge(pages::routes(state.clone()))

@@ -6,7 +6,7 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::domain::{Session, User};
+use crate::domain::{Aal, Session, User};
 
 /// Contract `User` object.
 #[derive(Debug, Serialize, ToSchema)]
@@ -32,13 +32,28 @@ impl From<&User> for UserView {
     }
 }
 
+/// `aal1` (password) or `aal2` (password and a second factor).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AalView {
+    Aal1,
+    Aal2,
+}
+
+impl From<Aal> for AalView {
+    fn from(a: Aal) -> Self {
+        match a {
+            Aal::Aal1 => Self::Aal1,
+            Aal::Aal2 => Self::Aal2,
+        }
+    }
+}
+
 /// Contract `Session` object.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct SessionView {
     pub id: Uuid,
-    /// `aal1` (password) or `aal2` (password and a second factor).
-    #[schema(example = "aal1")]
-    pub aal: &'static str,
+    pub aal: AalView,
     pub mfa_pending: bool,
     #[serde(with = "time::serde::rfc3339")]
     #[schema(value_type = String, format = DateTime)]
@@ -65,7 +80,7 @@ impl SessionView {
     pub fn new(s: &Session, idle_timeout: std::time::Duration, current: bool) -> Self {
         Self {
             id: s.id,
-            aal: s.aal.as_str(),
+            aal: s.aal.into(),
             mfa_pending: s.mfa_pending,
             created_at: s.created_at,
             authenticated_at: s.authenticated_at,

@@ -14,16 +14,29 @@ use crate::domain::{Email, Password};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
+use crate::http::openapi::{BodyErrors, RateLimited, Unavailable};
 use crate::http::views::{ErrorEnvelope, SessionIssued, SessionView, UserEnvelope, UserView};
 
-/// `POST /v1/registration` and `POST /v1/login` bodies.
+/// `POST /v1/login` body.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     #[schema(format = Email, max_length = 254, example = "ada@example.com")]
     pub email: String,
-    /// 15 to 1024 characters by default (see the password policy).
+    /// At most `password_max_length` characters.
     #[schema(format = Password, min_length = 1, max_length = 1024)]
+    pub password: String,
+}
+
+/// `POST /v1/registration` body.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    #[schema(format = Email, max_length = 254, example = "ada@example.com")]
+    pub email: String,
+    /// `password_min_length` to `password_max_length` characters (15 to
+    /// 1024 by default); common, breached and context passwords are refused.
+    #[schema(format = Password, min_length = 15, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub password: String,
 }
 
@@ -32,15 +45,16 @@ fn parse_email(raw: &str) -> Result<Email, ApiError> {
 }
 
 /// Creates an account.
-#[utoipa::path(post, path = "/v1/registration", tag = "accounts", request_body = Credentials, responses(
+#[utoipa::path(post, path = "/v1/registration", tag = "accounts", request_body = Registration, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 201, body = UserEnvelope),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request or weak_password"),
-    (status = 409, body = ErrorEnvelope, description = "conflict: email taken"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request (the message names the field) or weak_password (the message says why)"),
+    (status = 409, body = ErrorEnvelope, description = "conflict: the email is already registered"),
 ))]
 pub async fn register(
     State(state): State<AppState>,
     meta: RequestMeta,
-    ApiJson(body): ApiJson<Credentials>,
+    ApiJson(body): ApiJson<Registration>,
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
     let password = Password::new_for_account(
@@ -61,10 +75,10 @@ pub async fn register(
 
 /// Logs in with email and password.
 #[utoipa::path(post, path = "/v1/login", tag = "sessions", request_body = Credentials, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 200, body = SessionIssued, description = "also sets the __Host-castellan_session cookie"),
-    (status = 401, body = ErrorEnvelope, description = "invalid_credentials"),
-    (status = 403, body = ErrorEnvelope, description = "account_locked"),
-    (status = 503, body = ErrorEnvelope, description = "unavailable (hashing saturated)"),
+    (status = 401, body = ErrorEnvelope, description = "invalid_credentials: wrong email or password"),
+    (status = 403, body = ErrorEnvelope, description = "account_locked (only said after a correct password)"),
 ))]
 pub async fn login(
     State(state): State<AppState>,

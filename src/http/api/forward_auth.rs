@@ -18,6 +18,7 @@ use crate::domain::{Aal, SessionToken};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{SESSION_COOKIE, cookie};
+use crate::http::openapi::Unavailable;
 use crate::http::views::ErrorEnvelope;
 
 pub static USER_ID: HeaderName = HeaderName::from_static("x-castellan-user-id");
@@ -90,8 +91,17 @@ fn credential(parts: &Parts) -> Option<String> {
         ("redirect" = Option<String>, Query, description = "`1`: refuse with a 302 to the hosted page instead of 401/403"),
     ),
     responses(
-        (status = 200, description = "headers X-Castellan-User-Id, X-Castellan-Email, X-Castellan-Email-Verified, X-Castellan-Aal"),
-        (status = 302, description = "with redirect=1: to the sign-in page or the MFA step, return_to set to the original URL when allowed"),
+        Unavailable,
+        (status = 200, description = "a live session; empty body", headers(
+            ("X-Castellan-User-Id" = uuid::Uuid, description = "the user's id"),
+            ("X-Castellan-Email" = String, description = "the user's email address"),
+            ("X-Castellan-Email-Verified" = String, description = "`true` or `false`"),
+            ("X-Castellan-Aal" = String, description = "`aal1` or `aal2`"),
+        )),
+        (status = 302, description = "with redirect=1: to the sign-in page or the MFA step, return_to set to the original URL when allowed", headers(
+            ("Location" = String, description = "the hosted page"),
+        )),
+        (status = 400, body = ErrorEnvelope, description = "invalid_request: an unknown query parameter, or `require` names something else"),
         (status = 401, body = ErrorEnvelope, description = "no live session (a pending MFA session counts as none); X-Castellan-Redirect names the sign-in page"),
         (status = 403, body = ErrorEnvelope, description = "mfa_required (require=aal2) or forbidden (require=verified_email)"),
     ), security(("bearer" = []), ("cookie" = [])))]

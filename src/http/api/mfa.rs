@@ -14,6 +14,7 @@ use crate::domain::{BackupCode, TotpCode};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Authenticated, EnrolmentAllowed, PendingAllowed};
+use crate::http::openapi::{BodyErrors, RateLimited, SessionErrors};
 use crate::http::views::{ErrorEnvelope, SessionIssued};
 
 /// Parses the "exactly one of" pair of second-factor fields; `None` when
@@ -62,15 +63,16 @@ fn mfa_error(e: MfaError, wrong: StatusCode) -> ApiError {
 pub struct MfaLogin {
     #[schema(pattern = "^[0-9]{6}$", max_length = 6)]
     pub totp_code: Option<String>,
-    #[schema(pattern = "^[A-Za-z2-7 -]{16,64}$", max_length = 64)]
+    #[schema(pattern = "^[ -]*([A-Za-z2-7][ -]*){16}$", max_length = 64)]
     pub backup_code: Option<String>,
 }
 
 /// Completes a login that waits for its second factor; returns a new token.
 #[utoipa::path(post, path = "/v1/login/mfa", tag = "sessions", request_body = MfaLogin, responses(
+    SessionErrors, BodyErrors, RateLimited,
     (status = 200, body = SessionIssued, description = "new aal2 token; the pending one stops working"),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request"),
-    (status = 401, body = ErrorEnvelope, description = "invalid_credentials or unauthenticated"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: no code, both codes, a malformed code, or the session is not waiting for a second factor"),
+    (status = 401, body = ErrorEnvelope, description = "invalid_credentials (wrong or reused code) or unauthenticated"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn login_mfa(
     State(state): State<AppState>,
@@ -105,9 +107,10 @@ pub struct TotpEnrolment {
 
 /// Starts TOTP enrolment (nothing is enabled until activation).
 #[utoipa::path(post, path = "/v1/mfa/totp/enroll", tag = "mfa", responses(
+    SessionErrors,
     (status = 200, body = TotpEnrolment),
-    (status = 403, body = ErrorEnvelope, description = "reauthentication_required"),
-    (status = 409, body = ErrorEnvelope, description = "TOTP already enabled"),
+    (status = 403, body = ErrorEnvelope, description = "reauthentication_required, mfa_required, or forbidden (cookie without a valid X-CSRF-Token)"),
+    (status = 409, body = ErrorEnvelope, description = "conflict: TOTP is already enabled"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn enroll(
     State(state): State<AppState>,
@@ -148,9 +151,10 @@ fn show(codes: &[BackupCode]) -> BackupCodes {
 
 /// Enables TOTP with a first code; the session becomes aal2.
 #[utoipa::path(post, path = "/v1/mfa/totp/activate", tag = "mfa", request_body = Activate, responses(
+    SessionErrors, BodyErrors, RateLimited,
     (status = 200, body = BackupCodes),
-    (status = 400, body = ErrorEnvelope, description = "invalid_credentials or invalid_request"),
-    (status = 409, body = ErrorEnvelope),
+    (status = 400, body = ErrorEnvelope, description = "invalid_credentials (wrong code) or invalid_request (malformed code, or no enrolment pending)"),
+    (status = 409, body = ErrorEnvelope, description = "conflict: TOTP is already enabled"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn activate(
     State(state): State<AppState>,
@@ -170,8 +174,10 @@ pub async fn activate(
 
 /// Removes TOTP and backup codes (needs aal2 and the window).
 #[utoipa::path(delete, path = "/v1/mfa/totp", tag = "mfa", responses(
+    SessionErrors,
     (status = 204),
-    (status = 403, body = ErrorEnvelope, description = "mfa_required or reauthentication_required"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: TOTP is not enabled"),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required (needs aal2), reauthentication_required, or forbidden (cookie without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn remove(
     State(state): State<AppState>,
@@ -195,6 +201,7 @@ pub struct BackupCodeStatus {
 
 /// How many backup codes are left.
 #[utoipa::path(get, path = "/v1/mfa/backup-codes", tag = "mfa", responses(
+    SessionErrors,
     (status = 200, body = BackupCodeStatus),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn backup_status(
@@ -207,8 +214,10 @@ pub async fn backup_status(
 
 /// Replaces all backup codes (needs aal2 and the window).
 #[utoipa::path(post, path = "/v1/mfa/backup-codes/regenerate", tag = "mfa", responses(
+    SessionErrors,
     (status = 200, body = BackupCodes),
-    (status = 403, body = ErrorEnvelope, description = "mfa_required or reauthentication_required"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: TOTP is not enabled"),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required (needs aal2), reauthentication_required, or forbidden (cookie without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn regenerate(
     State(state): State<AppState>,

@@ -22,6 +22,7 @@ use crate::auth::passkeys::{CeremonyPurpose, PasskeyError, PasskeyName, PasskeyR
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Authenticated, EnrolmentAllowed, PendingAllowed};
+use crate::http::openapi::{BodyErrors, RateLimited, SessionErrors, Unavailable};
 use crate::http::views::{ErrorEnvelope, SessionIssued};
 
 /// Maps passkey outcomes; `wrong` is the status for a response that does
@@ -121,8 +122,13 @@ pub struct PasskeyList {
 #[serde(deny_unknown_fields)]
 pub struct FinishRegistration {
     pub ceremony_id: Uuid,
-    /// 1 to 64 characters, e.g. "Laptop".
-    #[schema(min_length = 1, max_length = 64)]
+    /// 1 to 64 characters, e.g. "Laptop": no control characters and not
+    /// only white space (`PasskeyName::parse`).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
     /// The `PublicKeyCredential` from `navigator.credentials.create`
     /// (`credential.toJSON()`: base64url binary fields).
@@ -134,7 +140,11 @@ pub struct FinishRegistration {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rename {
-    #[schema(min_length = 1, max_length = 64)]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
 }
 
@@ -167,8 +177,9 @@ fn name(raw: &str) -> Result<PasskeyName, ApiError> {
 /// Starts registering a passkey. Needs the re-authentication window, and
 /// an aal2 session when the account already has a second factor.
 #[utoipa::path(post, path = "/v1/passkeys/registration/start", tag = "passkeys", responses(
+    SessionErrors,
     (status = 200, body = CeremonyStarted),
-    (status = 403, body = ErrorEnvelope, description = "mfa_required, reauthentication_required, or forbidden (passkeys not configured)"),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required, reauthentication_required, or forbidden (passkeys are not configured on this server, or a cookie request without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn registration_start(
     State(state): State<AppState>,
@@ -186,10 +197,11 @@ pub async fn registration_start(
 /// Finishes a registration and stores the passkey; the user is mailed. A
 /// first second factor raises the calling session to aal2.
 #[utoipa::path(post, path = "/v1/passkeys/registration/finish", tag = "passkeys", request_body = FinishRegistration, responses(
+    SessionErrors, BodyErrors, RateLimited,
     (status = 201, body = PasskeyView),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request (unknown, used or expired ceremony) or invalid_credentials (the response does not verify: origin, RP id, challenge, user verification)"),
-    (status = 403, body = ErrorEnvelope, description = "mfa_required or reauthentication_required"),
-    (status = 409, body = ErrorEnvelope, description = "the credential is already registered"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request (unknown, used or expired ceremony, or another field) or invalid_credentials (the response does not verify: origin, RP id, challenge, user verification)"),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required, reauthentication_required, or forbidden (passkeys are not configured on this server, or a cookie request without a valid X-CSRF-Token)"),
+    (status = 409, body = ErrorEnvelope, description = "conflict: the credential is already registered"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn registration_finish(
     State(state): State<AppState>,
@@ -215,6 +227,7 @@ pub async fn registration_finish(
 
 /// Lists the caller's passkeys.
 #[utoipa::path(get, path = "/v1/passkeys", tag = "passkeys", responses(
+    SessionErrors,
     (status = 200, body = PasskeyList),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list(
@@ -235,9 +248,10 @@ pub async fn list(
 #[utoipa::path(patch, path = "/v1/passkeys/{id}", tag = "passkeys", request_body = Rename,
     params(("id" = uuid::Uuid, Path, description = "passkey id", format = Uuid)),
     responses(
+        SessionErrors, BodyErrors,
         (status = 204),
-        (status = 400, body = ErrorEnvelope),
-        (status = 404, body = ErrorEnvelope, description = "no such passkey on this account"),
+        (status = 400, body = ErrorEnvelope, description = "invalid_request: the id is not a UUID, or the name or another field is invalid"),
+        (status = 404, body = ErrorEnvelope, description = "not_found: no such passkey on this account"),
     ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn rename(
     State(state): State<AppState>,
@@ -262,10 +276,12 @@ pub async fn rename(
 #[utoipa::path(delete, path = "/v1/passkeys/{id}", tag = "passkeys",
     params(("id" = uuid::Uuid, Path, description = "passkey id", format = Uuid)),
     responses(
+        SessionErrors,
         (status = 204),
-        (status = 403, body = ErrorEnvelope, description = "mfa_required or reauthentication_required"),
-        (status = 404, body = ErrorEnvelope),
-        (status = 409, body = ErrorEnvelope, description = "the last second factor while MFA is required"),
+        (status = 400, body = ErrorEnvelope, description = "invalid_request: the id is not a UUID"),
+        (status = 403, body = ErrorEnvelope, description = "mfa_required (needs aal2), reauthentication_required, or forbidden (a cookie request without a valid X-CSRF-Token)"),
+        (status = 404, body = ErrorEnvelope, description = "not_found: no such passkey on this account"),
+        (status = 409, body = ErrorEnvelope, description = "conflict: the last second factor while MFA is required"),
     ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
@@ -286,8 +302,9 @@ pub async fn delete(
 /// browser offers the passkeys it holds for this site). Counted against
 /// the per-address login rate.
 #[utoipa::path(post, path = "/v1/login/passkey/start", tag = "passkeys", responses(
+    RateLimited, Unavailable,
     (status = 200, body = CeremonyStarted),
-    (status = 429, body = ErrorEnvelope, description = "rate_limited"),
+    (status = 403, body = ErrorEnvelope, description = "forbidden (passkeys are not configured on this server)"),
 ))]
 pub async fn login_start(
     State(state): State<AppState>,
@@ -304,11 +321,11 @@ pub async fn login_start(
 /// Finishes a passwordless sign-in: a full `aal2` session (a passkey with
 /// user verification is a multi-factor cryptographic authenticator).
 #[utoipa::path(post, path = "/v1/login/passkey/finish", tag = "passkeys", request_body = FinishAssertion, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 200, body = SessionIssued, description = "aal2 session; also sets the __Host-castellan_session cookie"),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request: unknown, used or expired ceremony"),
-    (status = 401, body = ErrorEnvelope, description = "invalid_credentials"),
-    (status = 403, body = ErrorEnvelope, description = "account_locked"),
-    (status = 429, body = ErrorEnvelope, description = "rate_limited"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: unknown, used or expired ceremony, or a malformed field"),
+    (status = 401, body = ErrorEnvelope, description = "invalid_credentials: the assertion does not verify"),
+    (status = 403, body = ErrorEnvelope, description = "account_locked, or forbidden (passkeys are not configured on this server)"),
 ))]
 pub async fn login_finish(
     State(state): State<AppState>,
@@ -330,8 +347,10 @@ pub async fn login_finish(
 
 /// Starts the second factor of a pending (password-first) session with a passkey.
 #[utoipa::path(post, path = "/v1/login/passkey/mfa/start", tag = "passkeys", responses(
+    SessionErrors, RateLimited,
     (status = 200, body = CeremonyStarted),
-    (status = 400, body = ErrorEnvelope, description = "not pending, or no passkey"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: the session is not waiting for a second factor, or the account has no usable passkey"),
+    (status = 403, body = ErrorEnvelope, description = "forbidden (passkeys are not configured on this server, or a cookie request without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn mfa_start(
     State(state): State<AppState>,
@@ -354,10 +373,11 @@ pub async fn mfa_start(
 /// Completes a pending login with a passkey, like `/v1/login/mfa` with a
 /// TOTP code: a new aal2 token; the pending one stops working.
 #[utoipa::path(post, path = "/v1/login/passkey/mfa/finish", tag = "passkeys", request_body = FinishAssertion, responses(
-    (status = 200, body = SessionIssued),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request"),
-    (status = 401, body = ErrorEnvelope, description = "invalid_credentials or unauthenticated"),
-    (status = 429, body = ErrorEnvelope, description = "rate_limited"),
+    SessionErrors, BodyErrors, RateLimited,
+    (status = 200, body = SessionIssued, description = "new aal2 token; the pending one stops working; also sets the cookie"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: unknown, used or expired ceremony, not waiting for a second factor, or a malformed field"),
+    (status = 401, body = ErrorEnvelope, description = "invalid_credentials (the assertion does not verify) or unauthenticated"),
+    (status = 403, body = ErrorEnvelope, description = "forbidden (passkeys are not configured on this server, or a cookie request without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn mfa_finish(
     State(state): State<AppState>,
@@ -381,8 +401,10 @@ pub async fn mfa_finish(
 
 /// Starts re-authentication with a passkey.
 #[utoipa::path(post, path = "/v1/login/passkey/reauthenticate/start", tag = "passkeys", responses(
+    SessionErrors, RateLimited,
     (status = 200, body = CeremonyStarted),
-    (status = 400, body = ErrorEnvelope, description = "no passkey"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: the account has no usable passkey"),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required, or forbidden (passkeys are not configured on this server, or a cookie request without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn reauth_start(
     State(state): State<AppState>,
@@ -405,10 +427,10 @@ pub async fn reauth_start(
 /// Re-authenticates with a passkey: opens the re-authentication window
 /// and rotates the token (aal2).
 #[utoipa::path(post, path = "/v1/login/passkey/reauthenticate/finish", tag = "passkeys", request_body = FinishAssertion, responses(
+    SessionErrors, BodyErrors, RateLimited,
     (status = 200, body = SessionIssued, description = "new aal2 token; also sets the cookie"),
-    (status = 400, body = ErrorEnvelope, description = "invalid_credentials or invalid_request"),
-    (status = 401, body = ErrorEnvelope),
-    (status = 429, body = ErrorEnvelope, description = "rate_limited"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_credentials (the assertion does not verify) or invalid_request (unknown, used or expired ceremony, or a malformed field)"),
+    (status = 403, body = ErrorEnvelope, description = "mfa_required, or forbidden (passkeys are not configured on this server, or a cookie request without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn reauth_finish(
     State(state): State<AppState>,

@@ -10,6 +10,7 @@ use crate::domain::{Email, Password};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiJson, Authenticated};
+use crate::http::openapi::{BodyErrors, RateLimited, SessionErrors, Unavailable};
 use crate::http::views::ErrorEnvelope;
 
 /// `POST /v1/password/change` body.
@@ -18,7 +19,7 @@ use crate::http::views::ErrorEnvelope;
 pub struct PasswordChange {
     #[schema(format = Password, min_length = 1, max_length = 1024)]
     pub current_password: String,
-    #[schema(format = Password, min_length = 15, max_length = 1024)]
+    #[schema(format = Password, min_length = 15, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub new_password: String,
 }
 
@@ -33,9 +34,9 @@ fn new_password(state: &AppState, raw: &str, email: &Email) -> Result<Password, 
 
 /// Changes the password; every other session ends.
 #[utoipa::path(post, path = "/v1/password/change", tag = "accounts", request_body = PasswordChange, responses(
+    SessionErrors, BodyErrors, RateLimited,
     (status = 204),
-    (status = 400, body = ErrorEnvelope, description = "invalid_credentials, weak_password or invalid_request"),
-    (status = 429, body = ErrorEnvelope, description = "rate_limited"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_credentials (wrong current password), weak_password or invalid_request"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn change(
     State(state): State<AppState>,
@@ -66,9 +67,8 @@ pub struct ResetRequest {
 
 /// Mails a single-use reset link if the account exists; always 202.
 #[utoipa::path(post, path = "/v1/password/reset/request", tag = "accounts", request_body = ResetRequest, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 202, description = "the same answer whether or not the email is registered"),
-    (status = 400, body = ErrorEnvelope),
-    (status = 429, body = ErrorEnvelope),
 ))]
 pub async fn reset_request(
     State(state): State<AppState>,
@@ -88,14 +88,15 @@ pub struct ResetConfirm {
     /// The token from the mailed link (43 base64url characters).
     #[schema(pattern = "^[A-Za-z0-9_-]{43}$", max_length = 43)]
     pub token: String,
-    #[schema(format = Password, min_length = 15, max_length = 1024)]
+    #[schema(format = Password, min_length = 15, max_length = 1024, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub new_password: String,
 }
 
 /// Sets a new password with a mailed token; every session ends.
 #[utoipa::path(post, path = "/v1/password/reset/confirm", tag = "accounts", request_body = ResetConfirm, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 204),
-    (status = 400, body = ErrorEnvelope, description = "invalid_request (token) or weak_password"),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request (the token is invalid, used or expired, or another field) or weak_password"),
 ))]
 pub async fn reset_confirm(
     State(state): State<AppState>,
@@ -115,8 +116,8 @@ pub async fn reset_confirm(
 
 /// Mails a single-use verification link to the caller's address.
 #[utoipa::path(post, path = "/v1/email/verification/request", tag = "accounts", responses(
+    SessionErrors, RateLimited,
     (status = 202),
-    (status = 429, body = ErrorEnvelope),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn verification_request(
     State(state): State<AppState>,
@@ -140,8 +141,9 @@ pub struct VerificationConfirm {
 
 /// Marks the address verified.
 #[utoipa::path(post, path = "/v1/email/verification/confirm", tag = "accounts", request_body = VerificationConfirm, responses(
+    BodyErrors, RateLimited, Unavailable,
     (status = 204),
-    (status = 400, body = ErrorEnvelope),
+    (status = 400, body = ErrorEnvelope, description = "invalid_request: the token is invalid, used or expired, or malformed"),
 ))]
 pub async fn verification_confirm(
     State(state): State<AppState>,

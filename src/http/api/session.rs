@@ -10,13 +10,13 @@ use crate::audit::RequestMeta;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{Authenticated, EnrolmentAllowed, PendingAllowed};
+use crate::http::openapi::{BodyErrors, RateLimited, SessionErrors};
 use crate::http::views::{CurrentSession, ErrorEnvelope, SessionView, UserView};
 
 /// The current session, its user and the session's CSRF token.
 #[utoipa::path(get, path = "/v1/session", tag = "sessions", responses(
+    SessionErrors,
     (status = 200, body = CurrentSession),
-    (status = 401, body = ErrorEnvelope),
-    (status = 403, body = ErrorEnvelope, description = "mfa_required"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn current(
     State(state): State<AppState>,
@@ -32,8 +32,8 @@ pub async fn current(
 
 /// Ends the current session; the token stops working at once.
 #[utoipa::path(post, path = "/v1/logout", tag = "sessions", responses(
+    SessionErrors,
     (status = 204, description = "also expires the cookie"),
-    (status = 401, body = ErrorEnvelope),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn logout(
     State(state): State<AppState>,
@@ -54,9 +54,8 @@ pub struct SessionList {
 
 /// The caller's own live sessions; `current` marks this one.
 #[utoipa::path(get, path = "/v1/sessions", tag = "sessions", responses(
+    SessionErrors,
     (status = 200, body = SessionList),
-    (status = 401, body = ErrorEnvelope),
-    (status = 403, body = ErrorEnvelope, description = "mfa_required"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn list(
     State(state): State<AppState>,
@@ -77,11 +76,11 @@ pub async fn list(
 #[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
     params(("id" = uuid::Uuid, Path, description = "session id", format = Uuid)),
     responses(
-        (status = 204),
-        (status = 400, body = ErrorEnvelope, description = "invalid_request: not a UUID"),
-        (status = 401, body = ErrorEnvelope),
-        (status = 403, body = ErrorEnvelope, description = "reauthentication_required"),
-        (status = 404, body = ErrorEnvelope),
+        SessionErrors,
+        (status = 204, description = "also expires the cookie when it is the current session"),
+        (status = 400, body = ErrorEnvelope, description = "invalid_request: the id is not a UUID"),
+        (status = 403, body = ErrorEnvelope, description = "reauthentication_required (another session, outside the window), mfa_required, or forbidden (cookie without a valid X-CSRF-Token)"),
+        (status = 404, body = ErrorEnvelope, description = "not_found: no such session of the caller"),
     ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -100,9 +99,9 @@ pub async fn revoke(
 
 /// Ends every session of the caller except the current one.
 #[utoipa::path(delete, path = "/v1/sessions", tag = "sessions", responses(
+    SessionErrors,
     (status = 204),
-    (status = 401, body = ErrorEnvelope),
-    (status = 403, body = ErrorEnvelope, description = "reauthentication_required"),
+    (status = 403, body = ErrorEnvelope, description = "reauthentication_required, mfa_required, or forbidden (cookie without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn revoke_others(
     State(state): State<AppState>,
@@ -125,16 +124,17 @@ pub struct Reauthenticate {
     pub password: String,
     #[schema(pattern = "^[0-9]{6}$", max_length = 6)]
     pub totp_code: Option<String>,
-    #[schema(pattern = "^[A-Za-z2-7 -]{16,64}$", max_length = 64)]
+    #[schema(pattern = "^[ -]*([A-Za-z2-7][ -]*){16}$", max_length = 64)]
     pub backup_code: Option<String>,
 }
 
 /// Proves the password again: opens the re-authentication window and
 /// rotates the token.
 #[utoipa::path(post, path = "/v1/reauthenticate", tag = "sessions", request_body = Reauthenticate, responses(
+    SessionErrors, BodyErrors, RateLimited,
     (status = 200, body = crate::http::views::SessionIssued, description = "new token; also sets the cookie"),
-    (status = 400, body = ErrorEnvelope, description = "invalid_credentials or invalid_request"),
-    (status = 401, body = ErrorEnvelope),
+    (status = 400, body = ErrorEnvelope, description = "invalid_credentials (wrong password or code) or invalid_request (the message names the field)"),
+    (status = 403, body = ErrorEnvelope, description = "account_locked, mfa_required, or forbidden (cookie without a valid X-CSRF-Token)"),
 ), security(("bearer" = []), ("cookie" = [])))]
 pub async fn reauthenticate(
     State(state): State<AppState>,
