@@ -17,6 +17,7 @@ use crate::domain::return_to::ReturnTo;
 use crate::domain::{BackupCode, Session, User};
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::pages::forms::PageSession;
 use crate::http::pages::{Nav, render};
 
 /// A sensitive action, carried through the confirmation form.
@@ -200,6 +201,16 @@ pub(super) async fn run(
             Err(e) => Err(mfa_error(e)),
         },
     }
+}
+
+/// [`run`] for a form that carries no return target.
+pub(super) async fn run_for(
+    state: &AppState,
+    meta: &RequestMeta,
+    auth: &PageSession,
+    action: Action,
+) -> Result<Response, ApiError> {
+    run(state, &auth.session, &auth.user, meta, action, None).await
 }
 
 pub(super) fn mfa_error(e: MfaError) -> ApiError {

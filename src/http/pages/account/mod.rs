@@ -27,7 +27,7 @@ use crate::domain::{Password, Session, User};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::EnrolmentAllowed;
-use actions::{Action, run};
+use actions::{Action, run_for};
 
 /// One row of the sessions table.
 pub struct SessionRow {
@@ -207,15 +207,7 @@ pub async fn end_session(
     SessionForm { auth, form }: SessionForm<SessionIdForm>,
 ) -> Result<Response, ApiError> {
     let id = crate::http::extract::canonical_uuid(&form.session_id, "session_id")?;
-    run(
-        &state,
-        &auth.session,
-        &auth.user,
-        &meta,
-        Action::EndSession(id),
-        None,
-    )
-    .await
+    run_for(&state, &meta, &auth, Action::EndSession(id)).await
 }
 
 #[derive(Deserialize)]
@@ -229,15 +221,7 @@ pub async fn end_others(
     meta: RequestMeta,
     SessionForm { auth, .. }: SessionForm<ReturnForm>,
 ) -> Result<Response, ApiError> {
-    run(
-        &state,
-        &auth.session,
-        &auth.user,
-        &meta,
-        Action::EndOthers,
-        None,
-    )
-    .await
+    run_for(&state, &meta, &auth, Action::EndOthers).await
 }
 
 /// `POST /ui/account/email`: mails a verification link.

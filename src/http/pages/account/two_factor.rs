@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
 use super::ReturnForm;
-use super::actions::{Action, EnrolPage, codes_page, mfa_error, run};
+use super::actions::{Action, EnrolPage, codes_page, mfa_error, run, run_for};
 use crate::audit::RequestMeta;
 use crate::auth::mfa::MfaError;
 use crate::domain::{BackupCode, TotpCode};
@@ -136,15 +136,7 @@ pub async fn regenerate(
     meta: RequestMeta,
     SessionForm { auth, .. }: SessionForm<ReturnForm>,
 ) -> Result<Response, ApiError> {
-    run(
-        &state,
-        &auth.session,
-        &auth.user,
-        &meta,
-        Action::Regenerate,
-        None,
-    )
-    .await
+    run_for(&state, &meta, &auth, Action::Regenerate).await
 }
 
 /// `POST /ui/account/totp/remove`
@@ -153,13 +145,5 @@ pub async fn remove_totp(
     meta: RequestMeta,
     SessionForm { auth, .. }: SessionForm<ReturnForm>,
 ) -> Result<Response, ApiError> {
-    run(
-        &state,
-        &auth.session,
-        &auth.user,
-        &meta,
-        Action::RemoveTotp,
-        None,
-    )
-    .await
+    run_for(&state, &meta, &auth, Action::RemoveTotp).await
 }
