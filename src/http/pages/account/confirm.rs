@@ -8,14 +8,13 @@ use serde::Deserialize;
 
 use super::actions::{Action, confirm_page, run};
 use crate::audit::RequestMeta;
-use crate::auth::login::LoginError;
 use crate::auth::mfa::SecondFactor;
 use crate::domain::{BackupCode, Password, TotpCode};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::EnrolmentAllowed;
 use crate::http::pages::forms::SessionForm;
-use crate::http::pages::sign_in::{issue_cookie, throttled_message, too_many};
+use crate::http::pages::sign_in::{issue_cookie, reauth_refused};
 use crate::http::pages::{render_with, return_to};
 
 #[derive(Deserialize)]
@@ -81,17 +80,6 @@ pub async fn confirm(
             issue_cookie(&mut response, &token, &session);
             Ok(response)
         }
-        Err(LoginError::InvalidCredentials) => {
-            again.password_error = Some("The password or code is not correct.".into());
-            Ok(render_with(StatusCode::BAD_REQUEST, &again))
-        }
-        Err(LoginError::Throttled(t)) => match throttled_message(&t) {
-            Some((message, secs)) => {
-                again.password_error = Some(message);
-                Ok(too_many(&again, secs))
-            }
-            None => Err(ApiError::from(t)),
-        },
-        Err(e) => Err(e.into()),
+        Err(e) => reauth_refused(again, |p, m| p.password_error = Some(m), e),
     }
 }
