@@ -307,15 +307,12 @@ impl Auth {
         // Streaks and hard-stop counts of emails that are nobody's protect
         // nothing; once idle for the longest back-off they go, so failed
         // logins for made-up emails cannot grow the table without bound.
-        // The admin-token streaks name an address, never an account, so the
-        // same rule drops them once idle.
         let unowned: Vec<String> = [Factor::Password, Factor::SecondFactor]
             .into_iter()
             .flat_map(|f| {
                 let p = f.prefix();
                 [format!("{p}:acct_ip:"), format!("{p}:consec:")]
             })
-            .chain(["admin:ip:".to_string()])
             .collect();
         purged += self
             .store

@@ -181,8 +181,12 @@ fn credential(parts: &Parts) -> Result<Option<(String, CredentialSource)>, ApiEr
 
 /// The first cookie called `name`.
 pub fn cookie(parts: &Parts, name: &str) -> Option<String> {
-    parts
-        .headers
+    header_cookie(&parts.headers, name)
+}
+
+/// The first cookie called `name` in `headers`.
+pub fn header_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())

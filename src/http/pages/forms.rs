@@ -53,18 +53,6 @@ impl<P: Policy> PageSession<P> {
     }
 }
 
-/// The first cookie called `name` in `headers`.
-pub fn header_cookie(headers: &axum::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.to_string())
-}
-
 /// The session behind the cookie, if it is alive.
 pub async fn cookie_session(parts: &Parts, state: &AppState) -> Option<(Session, User)> {
     let raw = cookie(parts, SESSION_COOKIE)?;

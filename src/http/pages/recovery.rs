@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use super::forms::header_cookie as cookie;
 use super::forms::{AnonCsrf, AnonForm};
 use super::sign_in::{NoticePage, throttled_message, too_many};
 use super::{Nav, render, render_with};
@@ -25,6 +24,7 @@ use crate::auth::recovery::RecoveryError;
 use crate::domain::{Email, Password};
 use crate::http::AppState;
 use crate::http::error::ApiError;
+use crate::http::extract::header_cookie as cookie;
 
 /// Cookie carrying a reset token between the landing and the form post.
 pub const RESET_COOKIE: &str = "__Host-castellan_reset";
@@ -120,6 +120,21 @@ fn stash(name: &str, path: &str, token: &str, ttl: std::time::Duration) -> Respo
     response
 }
 
+/// A landing page's first step: a mailed token in the URL moves into its
+/// cookie (`Err` is that redirect); otherwise whether the cookie holds one.
+fn land(
+    parts: &HeaderMap,
+    q: TokenQuery,
+    name: &str,
+    path: &str,
+    ttl: std::time::Duration,
+) -> Result<bool, Box<Response>> {
+    if let Some(token) = q.token {
+        return Err(Box::new(stash(name, path, &token, ttl)));
+    }
+    Ok(cookie(parts, name).is_some_and(|t| !t.is_empty()))
+}
+
 fn forget(response: &mut Response, name: &str) {
     let value = format!("{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0");
     if let Ok(v) = HeaderValue::from_str(&value) {
@@ -144,18 +159,20 @@ pub async fn reset_form(
     csrf: AnonCsrf,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    if let Some(token) = q.token {
-        return stash(
-            RESET_COOKIE,
-            "/ui/password/reset",
-            &token,
-            state.auth.config().reset_token_ttl,
-        );
-    }
+    let has_token = match land(
+        &parts,
+        q,
+        RESET_COOKIE,
+        "/ui/password/reset",
+        state.auth.config().reset_token_ttl,
+    ) {
+        Ok(has_token) => has_token,
+        Err(redirect) => return *redirect,
+    };
     csrf.apply(render(&ResetPage {
         nav: Nav::signed_out(),
         csrf: csrf.token.clone(),
-        has_token: cookie(&parts, RESET_COOKIE).is_some_and(|t| !t.is_empty()),
+        has_token,
         min_length: state.auth.config().password_min_length,
         password_error: None,
     }))
@@ -240,18 +257,20 @@ pub async fn verify_form(
     csrf: AnonCsrf,
     Query(q): Query<TokenQuery>,
 ) -> Response {
-    if let Some(token) = q.token {
-        return stash(
-            VERIFY_COOKIE,
-            "/ui/email/verify",
-            &token,
-            state.auth.config().verification_token_ttl,
-        );
-    }
+    let has_token = match land(
+        &parts,
+        q,
+        VERIFY_COOKIE,
+        "/ui/email/verify",
+        state.auth.config().verification_token_ttl,
+    ) {
+        Ok(has_token) => has_token,
+        Err(redirect) => return *redirect,
+    };
     csrf.apply(render(&VerifyPage {
         nav: Nav::signed_out(),
         csrf: csrf.token.clone(),
-        has_token: cookie(&parts, VERIFY_COOKIE).is_some_and(|t| !t.is_empty()),
+        has_token,
     }))
 }
 

@@ -94,6 +94,29 @@ pub fn throttled_message(t: &Throttled) -> Option<(String, u64)> {
     }
 }
 
+/// Redraws a re-authentication form after a refusal: a wrong password or
+/// code (400), or too many attempts (429 when the wait can be shown).
+pub fn reauth_refused<P: Template>(
+    mut again: P,
+    set_error: impl FnOnce(&mut P, String),
+    e: LoginError,
+) -> Result<Response, ApiError> {
+    match e {
+        LoginError::InvalidCredentials => {
+            set_error(&mut again, "The password or code is not correct.".into());
+            Ok(render_with(StatusCode::BAD_REQUEST, &again))
+        }
+        LoginError::Throttled(t) => match throttled_message(&t) {
+            Some((message, secs)) => {
+                set_error(&mut again, message);
+                Ok(too_many(&again, secs))
+            }
+            None => Err(ApiError::from(t)),
+        },
+        e => Err(e.into()),
+    }
+}
+
 /// Renders a form page with status 429 and `Retry-After`.
 pub fn too_many<T: Template>(template: &T, retry_after: u64) -> Response {
     let mut response = render_with(StatusCode::TOO_MANY_REQUESTS, template);
@@ -330,18 +353,7 @@ pub async fn mfa_submit(
                 issue_cookie(&mut response, &token, &session);
                 Ok(response)
             }
-            Err(LoginError::InvalidCredentials) => {
-                again.password_error = Some("The password or code is not correct.".into());
-                Ok(render_with(StatusCode::BAD_REQUEST, &again))
-            }
-            Err(LoginError::Throttled(t)) => match throttled_message(&t) {
-                Some((message, secs)) => {
-                    again.password_error = Some(message);
-                    Ok(too_many(&again, secs))
-                }
-                None => Err(ApiError::from(t)),
-            },
-            Err(e) => Err(e.into()),
+            Err(e) => reauth_refused(again, |p, m| p.password_error = Some(m), e),
         }
     } else {
         Ok(render_with(StatusCode::BAD_REQUEST, &again))
