@@ -292,3 +292,15 @@ class Pages:
         page.screenshot(path=os.path.join(folder, f"{self.backend}-{name}.png"), full_page=True)
         page.set_viewport_size(size)
         self.seen.append(name)
+
+
+def sign_out(page):
+    """Signs out through the page's button and waits for the signed-out page.
+
+    The sign-out response carries Clear-Site-Data; navigating on before it
+    has loaded lets Chromium clear cookies the next page sets (its CSRF
+    cookie), which made a later form post fail now and then."""
+    with page.expect_navigation():
+        page.click("#sign-out")
+    page.wait_for_load_state("load")
+    assert "You are signed out." in page.inner_text("main"), page.url

@@ -9,7 +9,7 @@ import time
 import pyotp
 import pytest
 
-from castellan_harness import NEW_PASSWORD, PASSWORD, Castellan, Pages, artifacts_dir
+from castellan_harness import NEW_PASSWORD, PASSWORD, Castellan, Pages, artifacts_dir, sign_out
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_journey(server, browser, backend):
 
     # Sign out, then in again with TOTP.
     page.goto(base + "/ui/account")
-    page.click("#sign-out")
+    sign_out(page)
     pages.check(page, "signed-out", authenticated=False)
     assert [c["name"] for c in ctx.cookies() if c["name"] == "__Host-castellan_session"] == []
     page.goto(base + "/ui/sign-in")

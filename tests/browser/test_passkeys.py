@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from castellan_harness import PASSWORD, Castellan, free_port
+from castellan_harness import PASSWORD, Castellan, free_port, sign_out
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +59,13 @@ def test_passkey_added_on_the_account_page_signs_in_alone(server, browser, backe
     # first through the email field's autofill: the page starts a conditional
     # request at once, and the virtual authenticator (which simulates the
     # person's presence) answers it, so the page signs in without a click.
-    page.click("#sign-out")
+    sign_out(page)
     page.goto(base + "/ui/sign-in")
     page.wait_for_url(base + "/ui/account")
     assert_passkey_session(page, user)
 
     # Then through the button, in a browser without conditional mediation.
-    page.click("#sign-out")
+    sign_out(page)
     page.add_init_script("PublicKeyCredential.isConditionalMediationAvailable = () => Promise.resolve(false);")
     page.goto(base + "/ui/sign-in")
     page.wait_for_selector("#passkey-sign-in:not([hidden])")

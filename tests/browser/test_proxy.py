@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from castellan_harness import PASSWORD, Castellan, Pages, free_port
+from castellan_harness import PASSWORD, Castellan, Pages, free_port, sign_out
 
 NGINX_CONF = """
 worker_processes 1;
@@ -112,7 +112,7 @@ def test_nginx_forward_auth(stack, browser, backend):
     page.fill("#email", email)
     page.fill("#password", PASSWORD)
     page.click("main button[type=submit]")
-    page.click("#sign-out")
+    sign_out(page)
 
     # Unauthenticated: nginx sends the browser to castellan's sign-in page.
     page.goto(public + "/app/hello?x=1")
@@ -141,7 +141,7 @@ def test_nginx_forward_auth(stack, browser, backend):
     assert "Set up an authenticator app" in page.inner_text("main")
 
     # After sign out the app refuses again.
-    page.click("#sign-out")
+    sign_out(page)
     page.goto(public + "/app/hello")
     assert page.url.startswith(public + "/ui/sign-in"), page.url
     r = ctx.request.get(public + "/app/hello", max_redirects=0)
