@@ -10,8 +10,12 @@ source scripts/suites/lib.sh
 ensure_apt /usr/bin/chromium chromium
 ensure_pip playwright playwright
 ensure_pip pytest pytest
-# A hung browser call must fail its test, not stall the whole run.
+# A hung browser call must fail its test, not stall the whole run; a test
+# that fails is run once more, because headless Chromium now and then hangs
+# closing a page on a loaded machine (seen twice, cause not found). A test
+# that fails twice fails the suite.
 ensure_pip pytest_timeout pytest-timeout
+ensure_pip pytest_rerunfailures pytest-rerunfailures
 
 export CASTELLAN_TEST_BIN
 CASTELLAN_TEST_BIN=$(castellan_bin)
@@ -22,4 +26,4 @@ mkdir -p "$REPORTS"
 export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
 
 suite_step "pytest tests/browser/test_passkeys.py"
-python3 -m pytest -q -p no:cacheprovider --timeout 300 --timeout-method signal tests/browser/test_passkeys.py --junitxml="$REPORTS/passkeys.xml"
+python3 -m pytest -q -p no:cacheprovider --timeout 180 --timeout-method signal --reruns 1 tests/browser/test_passkeys.py --junitxml="$REPORTS/passkeys.xml"

@@ -60,15 +60,19 @@ def post_form(context, url, form, accept="text/html"):
     return context.request.post(url, form=form, headers={"Accept": accept}, max_redirects=0)
 
 
-def can_sign_in(context, base, email, password):
-    page = context.new_page()
-    page.goto(base + "/ui/sign-in")
-    page.fill("#email", email)
-    page.fill("#password", password)
-    page.click("main button[type=submit]")
-    ok = page.url == base + "/ui/account"
-    page.close()
-    return ok
+def can_sign_in(browser, base, email, password):
+    """Whether the sign-in form accepts these credentials, asked over HTTP
+    in a context of its own (no page: closing a page there hung Chromium
+    twice under load, and the answer is the server's alone)."""
+    ctx = browser.new_context()
+    try:
+        token = csrf_of(ctx.request.get(base + "/ui/sign-in").text())
+        r = ctx.request.post(base + "/ui/sign-in", max_redirects=0,
+                             form={"csrf": token, "email": email, "password": password})
+        assert r.status in (200, 303, 400, 401, 429), r.status
+        return r.status == 303 and r.headers["location"] == "/ui/account"
+    finally:
+        ctx.close()
 
 
 def test_csrf_missing_or_wrong_gets_403_page_and_changes_nothing(server, browser, backend):
@@ -96,13 +100,12 @@ def test_csrf_missing_or_wrong_gets_403_page_and_changes_nothing(server, browser
     r = post_form(ctx, base + "/ui/sign-up", {"email": "new-" + email, "password": PASSWORD, "csrf": "y" * 43})
     assert r.status == 403
     # Nothing changed: the old password still works, the new account does not exist.
-    fresh = browser.new_context()
-    assert can_sign_in(fresh, base, email, PASSWORD)
-    assert not can_sign_in(fresh, base, "new-" + email, PASSWORD)
+    assert can_sign_in(browser, base, email, PASSWORD)
+    assert not can_sign_in(browser, base, "new-" + email, PASSWORD)
     # The real token works (the test can tell the difference).
     r = post_form(ctx, base + "/ui/account/sessions/end-others", {"csrf": real})
     assert r.status in (200, 303), r.status
-    for c in (ctx, other_ctx, fresh):
+    for c in (ctx, other_ctx):
         c.close()
 
 
@@ -111,7 +114,9 @@ def test_return_to_never_leaves_the_allow_list(server, browser, backend):
     base = server.url
     email = f"redirect-{backend}-{time.time_ns()}@example.com"
     ctx = browser.new_context()
-    sign_up_and_in(ctx, base, email).close()
+    # Not waited for: a plain page.close() hung Chromium now and then under
+    # load (twice in this test module); the context goes at the end.
+    sign_up_and_in(ctx, base, email).close(run_before_unload=True)
     ctx.clear_cookies()
     page = ctx.new_page()
     page.goto(base + "/ui/sign-in")
