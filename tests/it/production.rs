@@ -26,19 +26,25 @@ fn files_below(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-// covers: ASVS-16.2.3
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn production_logs_go_to_stdout_and_the_audit_table_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = castellan(dir.path())
-        .arg("serve")
+/// `castellan serve` in production behind a trusted local proxy on `port`.
+fn production_serve(dir: &std::path::Path, port: u16) -> std::process::Command {
+    let mut cmd = castellan(dir);
+    cmd.arg("serve")
         .env("CASTELLAN_PROFILE", "production")
         .env("CASTELLAN_LISTEN", format!("127.0.0.1:{port}"))
         .env("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY)
         .env("CASTELLAN_BEHIND_TLS_PROXY", "true")
         .env("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32")
-        .env("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com")
+        .env("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com");
+    cmd
+}
+
+// covers: ASVS-16.2.3
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn production_logs_go_to_stdout_and_the_audit_table_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = production_serve(dir.path(), port)
         .env("CASTELLAN_MAIL_DIR", dir.path().join("data/mail"))
         // The tests may run as root (CI does); production refuses root without this.
         .env("CASTELLAN_ALLOW_ROOT", "true")
@@ -112,14 +118,7 @@ async fn production_refuses_to_run_as_root() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let serve = |allow_root: &str| {
-        castellan(dir.path())
-            .arg("serve")
-            .env("CASTELLAN_PROFILE", "production")
-            .env("CASTELLAN_LISTEN", format!("127.0.0.1:{port}"))
-            .env("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY)
-            .env("CASTELLAN_BEHIND_TLS_PROXY", "true")
-            .env("CASTELLAN_TRUSTED_PROXIES", "127.0.0.1/32")
-            .env("CASTELLAN_PUBLIC_BASE_URL", "https://auth.example.com")
+        production_serve(dir.path(), port)
             .env("CASTELLAN_ALLOW_ROOT", allow_root)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
