@@ -10,23 +10,23 @@
 use std::time::Instant;
 
 use castellan::auth::Hasher;
-use castellan::config::Argon2Config;
+use castellan::config::{Argon2Config, HashingConfig};
 use castellan::domain::{Password, PasswordPolicy};
 
 /// castellan's hashing pool with the default Argon2id cost.
 fn start(threads: usize) -> anyhow::Result<Hasher> {
-    Hasher::start(
-        threads,
-        4 * threads,
-        Argon2Config {
+    let config = HashingConfig {
+        argon2: Argon2Config {
             memory_kib: 19456,
             iterations: 2,
             parallelism: 1,
         },
-        // The backup-code pepper plays no part in password hashing.
-        zeroize::Zeroizing::new([0u8; 32]),
-        false,
-    )
+        threads,
+        queue: 4 * threads,
+        low_priority: false,
+    };
+    // The backup-code pepper plays no part in password hashing.
+    Hasher::start(&config, zeroize::Zeroizing::new([0u8; 32]))
 }
 
 #[tokio::main]

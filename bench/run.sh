@@ -61,8 +61,11 @@ fi
 
 # ------------------------------------------------------------- builds
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    step "cargo build --release (castellan, hash_cost)"
-    cargo build --release --bin castellan --example hash_cost
+    # Two builds: the example pulls in the dev-dependencies, whose test-hooks
+    # feature must not reach the castellan binary being measured.
+    step "cargo build --release (hash_cost, then castellan)"
+    cargo build --release --example hash_cost
+    cargo build --release --bin castellan
     step "cargo build --release (bench/targets: bare, sqlite_check, pg_check)"
     cargo build --release --manifest-path bench/targets/Cargo.toml --bins
 fi

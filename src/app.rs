@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Auth, Hasher};
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DatabaseConfig, Profile};
+use crate::config::{Config, DatabaseLocation, Profile};
 use crate::crypto::{self, Keys};
 use crate::domain::audit_chain::ChainSealer;
 use crate::http::{self, AppState};
@@ -85,33 +85,28 @@ async fn assemble(config: Config, clock: Arc<dyn Clock>, serving: bool) -> anyho
     };
     let previous: Vec<_> = config.previous_secret_key.iter().cloned().collect();
     let keys = Keys::derive(&master, &previous);
-    let hasher = Hasher::start(
-        config.hash_threads,
-        config.hash_queue,
-        config.argon2,
-        keys.backup_pepper.clone(),
-        config.hash_low_priority,
-    )?;
-    let mailer = crate::mail::Mailer::new(&config);
+    let hasher = Hasher::start(&config.hashing, keys.backup_pepper.clone())?;
+    let mailer = crate::mail::Mailer::new(&config.mail, config.token_lifetimes);
     Ok(Auth::new(config, store, keys, hasher, clock, mailer))
 }
 
 /// What storage needs from the configuration.
 pub fn store_options(config: &Config) -> StoreOptions {
+    let database = &config.database;
     StoreOptions {
-        backend: match &config.database {
-            DatabaseConfig::Sqlite { path } => Backend::Sqlite { path: path.clone() },
-            DatabaseConfig::Postgres { url } => Backend::Postgres { url: url.clone() },
+        backend: match &database.location {
+            DatabaseLocation::Sqlite { path } => Backend::Sqlite { path: path.clone() },
+            DatabaseLocation::Postgres { url } => Backend::Postgres { url: url.clone() },
         },
         pool: PoolOptions {
-            max_connections: config.db_pool_size(),
-            min_connections: config.db_min_connections,
-            acquire_timeout: config.db_acquire_timeout,
-            idle_timeout: config.db_idle_timeout,
-            max_lifetime: config.db_max_lifetime,
+            max_connections: database.pool.size(),
+            min_connections: database.pool.min_connections,
+            acquire_timeout: database.pool.acquire_timeout,
+            idle_timeout: database.pool.idle_timeout,
+            max_lifetime: database.pool.max_lifetime,
         },
         production: config.profile == Profile::Production,
-        allow_unverified_tls: config.database_allow_unverified_tls,
+        allow_unverified_tls: database.allow_unverified_tls,
         sealer: audit_sealer(config),
     }
 }

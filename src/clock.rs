@@ -1,9 +1,6 @@
 //! Time as an input: expiry and back-off logic ask a [`Clock`], so tests can
 //! step time instead of sleeping.
 
-use std::sync::Mutex;
-use std::time::Duration;
-
 use time::OffsetDateTime;
 
 pub trait Clock: Send + Sync {
@@ -20,27 +17,42 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that only moves when told to (tests).
-#[derive(Debug)]
-pub struct ManualClock(Mutex<OffsetDateTime>);
+#[cfg(any(test, feature = "test-hooks"))]
+pub use manual::ManualClock;
 
-impl ManualClock {
-    pub fn new(start: OffsetDateTime) -> Self {
-        Self(Mutex::new(start))
-    }
+/// Test code only: it exists in builds with the `test-hooks` feature (the
+/// integration tests turn it on), never in a release build of the service.
+#[cfg(any(test, feature = "test-hooks"))]
+mod manual {
+    use std::sync::Mutex;
+    use std::time::Duration;
 
-    pub fn advance(&self, by: Duration) {
-        if let Ok(mut t) = self.0.lock() {
-            *t += by;
+    use time::OffsetDateTime;
+
+    use super::Clock;
+
+    /// A clock that only moves when told to.
+    #[derive(Debug)]
+    pub struct ManualClock(Mutex<OffsetDateTime>);
+
+    impl ManualClock {
+        pub fn new(start: OffsetDateTime) -> Self {
+            Self(Mutex::new(start))
+        }
+
+        pub fn advance(&self, by: Duration) {
+            if let Ok(mut t) = self.0.lock() {
+                *t += by;
+            }
         }
     }
-}
 
-impl Clock for ManualClock {
-    fn now(&self) -> OffsetDateTime {
-        self.0
-            .lock()
-            .map(|t| *t)
-            .unwrap_or_else(|p| *p.into_inner())
+    impl Clock for ManualClock {
+        fn now(&self) -> OffsetDateTime {
+            self.0
+                .lock()
+                .map(|t| *t)
+                .unwrap_or_else(|p| *p.into_inner())
+        }
     }
 }

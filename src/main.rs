@@ -31,12 +31,7 @@ fn main() -> ExitCode {
     // Only the service logs to stdout; the other commands keep stdout for
     // their output (e.g. `audit export`).
     let log_to_stdout = matches!(cli.command, Command::Serve | Command::Migrate);
-    let _log_writer = telemetry::init(
-        config.log_format,
-        &config.log_level,
-        log_to_stdout,
-        config.log_buffer_lines,
-    );
+    let _log_writer = telemetry::init(&config.log, log_to_stdout);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,21 +14,16 @@ use tracing_subscriber::field::MakeExt;
 use tracing_subscriber::fmt::FormatFields;
 use tracing_subscriber::fmt::format::Writer;
 
-use crate::config::LogFormat;
+use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global subscriber; logs go to stdout, or to stderr when
 /// stdout carries a command's output. Keep the returned guard alive until
 /// the process ends: dropping it flushes the queued lines.
 #[must_use = "dropping the guard stops the log writer"]
-pub fn init(
-    format: LogFormat,
-    filter: &str,
-    to_stdout: bool,
-    buffer_lines: usize,
-) -> Option<WorkerGuard> {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+pub fn init(config: &LogConfig, to_stdout: bool) -> Option<WorkerGuard> {
+    let filter = EnvFilter::try_new(&config.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = NonBlockingBuilder::default()
-        .buffered_lines_limit(buffer_lines.max(1))
+        .buffered_lines_limit(config.buffer_lines.max(1))
         .lossy(true)
         .thread_name("castellan-log");
     let (writer, guard) = if to_stdout {
@@ -40,7 +35,7 @@ pub fn init(
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(true);
-    let result = match format {
+    let result = match config.format {
         LogFormat::Json => builder
             .json()
             .flatten_event(true)

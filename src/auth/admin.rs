@@ -40,11 +40,7 @@ pub enum AdminError {
     Service(#[from] ServiceError),
 }
 
-impl From<StoreError> for AdminError {
-    fn from(e: StoreError) -> Self {
-        AdminError::Service(e.into())
-    }
-}
+service_failures!(AdminError: StoreError);
 
 impl Auth {
     async fn admin_event(

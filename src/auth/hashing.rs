@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tracing::Span;
 use zeroize::Zeroizing;
 
-use crate::config::Argon2Config;
+use crate::config::HashingConfig;
 use crate::crypto;
 use crate::domain::{BackupCode, Password};
 
@@ -201,16 +201,16 @@ fn lower_priority() {
 }
 
 impl Hasher {
-    /// Starts `threads` hashing threads (0 = one per CPU) with room for
-    /// `queue` waiting jobs; with `low_priority` they run at the lowest OS
-    /// priority (see [`lower_priority`]).
-    pub fn start(
-        threads: usize,
-        queue: usize,
-        cost: Argon2Config,
-        pepper: Zeroizing<[u8; 32]>,
-        low_priority: bool,
-    ) -> anyhow::Result<Self> {
+    /// Starts `config.threads` hashing threads (0 = one per CPU) with room
+    /// for `config.queue` waiting jobs; with `config.low_priority` they run
+    /// at the lowest OS priority (see [`lower_priority`]).
+    pub fn start(config: &HashingConfig, pepper: Zeroizing<[u8; 32]>) -> anyhow::Result<Self> {
+        let HashingConfig {
+            argon2: cost,
+            threads,
+            queue,
+            low_priority,
+        } = *config;
         let params = Params::new(cost.memory_kib, cost.iterations, cost.parallelism, None)
             .map_err(|e| anyhow!("invalid Argon2 parameters: {e}"))?;
         let threads = if threads == 0 {
@@ -366,6 +366,7 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Argon2Config;
     use crate::domain::PasswordPolicy;
 
     const CHEAP: Argon2Config = Argon2Config {
@@ -373,6 +374,16 @@ mod tests {
         iterations: 1,
         parallelism: 1,
     };
+
+    /// A hashing pool of `threads` threads at normal priority.
+    fn pool(threads: usize, queue: usize, argon2: Argon2Config) -> HashingConfig {
+        HashingConfig {
+            argon2,
+            threads,
+            queue,
+            low_priority: false,
+        }
+    }
 
     fn pw(s: &str) -> Password {
         Password::new_with_policy(
@@ -390,7 +401,7 @@ mod tests {
     // covers: ASVS-11.4.2, ASVS-11.2.2, N63B-10, N63B-09
     #[tokio::test]
     async fn hashes_are_argon2id_with_unique_salts_and_verify_exactly() {
-        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32]), false).unwrap();
+        let h = Hasher::start(&pool(1, 4, CHEAP), Zeroizing::new([3; 32])).unwrap();
         let long = "x".repeat(100);
         let a = h.hash(&pw(&long)).await.unwrap();
         let b = h.hash(&pw(&long)).await.unwrap();
@@ -409,14 +420,15 @@ mod tests {
         assert!(!h.verify(&pw(&long), None).await.unwrap().matches);
         // Stronger configured parameters ask for a rehash of the old hash.
         let stronger = Hasher::start(
-            1,
-            4,
-            Argon2Config {
-                memory_kib: 9 * 1024,
-                ..CHEAP
-            },
+            &pool(
+                1,
+                4,
+                Argon2Config {
+                    memory_kib: 9 * 1024,
+                    ..CHEAP
+                },
+            ),
             Zeroizing::new([3; 32]),
-            false,
         )
         .unwrap();
         let v = stronger.verify(&pw(&long), Some(&a)).await.unwrap();
@@ -426,7 +438,7 @@ mod tests {
     // covers: ASVS-6.5.2, N63B-13
     #[tokio::test]
     async fn backup_codes_are_peppered_salted_argon2id() {
-        let h = Hasher::start(1, 4, CHEAP, Zeroizing::new([3; 32]), false).unwrap();
+        let h = Hasher::start(&pool(1, 4, CHEAP), Zeroizing::new([3; 32])).unwrap();
         let codes = BackupCode::generate_batch().unwrap();
         let hashes = h.hash_backup_codes(&codes).await.unwrap();
         assert_eq!(hashes.len(), 10);
@@ -442,7 +454,7 @@ mod tests {
             .collect();
         assert_eq!(salts.len(), 10, "distinct salts");
         // Another pepper (another deployment's key) does not verify.
-        let other = Hasher::start(1, 4, CHEAP, Zeroizing::new([4; 32]), false).unwrap();
+        let other = Hasher::start(&pool(1, 4, CHEAP), Zeroizing::new([4; 32])).unwrap();
         assert!(
             !other
                 .verify_backup_code(&codes[0], &hashes[0])
@@ -454,15 +466,16 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_answers_busy_at_once() {
         let h = Hasher::start(
-            1,
-            1,
-            Argon2Config {
-                memory_kib: 64 * 1024,
-                iterations: 4,
-                parallelism: 1,
-            },
+            &pool(
+                1,
+                1,
+                Argon2Config {
+                    memory_kib: 64 * 1024,
+                    iterations: 4,
+                    parallelism: 1,
+                },
+            ),
             Zeroizing::new([3; 32]),
-            false,
         )
         .unwrap();
         let mut tasks = Vec::new();

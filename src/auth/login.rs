@@ -28,17 +28,7 @@ pub enum LoginError {
     Service(#[from] ServiceError),
 }
 
-impl From<crate::store::StoreError> for LoginError {
-    fn from(e: crate::store::StoreError) -> Self {
-        LoginError::Service(e.into())
-    }
-}
-
-impl From<super::HashError> for LoginError {
-    fn from(e: super::HashError) -> Self {
-        LoginError::Service(e.into())
-    }
-}
+service_failures!(LoginError: crate::store::StoreError, super::HashError);
 
 /// A successful login: the token is shown to the client once.
 #[derive(Debug)]

@@ -67,17 +67,7 @@ pub enum MfaError {
     Service(#[from] ServiceError),
 }
 
-impl From<StoreError> for MfaError {
-    fn from(e: StoreError) -> Self {
-        MfaError::Service(e.into())
-    }
-}
-
-impl From<super::HashError> for MfaError {
-    fn from(e: super::HashError) -> Self {
-        MfaError::Service(e.into())
-    }
-}
+service_failures!(MfaError: StoreError, super::HashError);
 
 impl From<CheckError> for MfaError {
     fn from(e: CheckError) -> Self {

@@ -11,6 +11,19 @@ use crate::crypto::Keys;
 use crate::domain::PasswordPolicy;
 use crate::store::Store;
 
+/// Routes lower-layer failures (`StoreError`, `HashError`, ...) into a use
+/// case's `Service` variant through [`ServiceError`], so `?` works in the
+/// use cases: `service_failures!(LoginError: StoreError, HashError);`.
+macro_rules! service_failures {
+    ($error:ident: $($from:ty),+) => {
+        $(impl From<$from> for $error {
+            fn from(e: $from) -> Self {
+                $error::Service(e.into())
+            }
+        })+
+    };
+}
+
 pub mod accounts;
 pub mod admin;
 pub mod admin_guard;
@@ -120,13 +133,8 @@ impl Auth {
             .await
     }
 
-    pub fn password_policy(&self) -> PasswordPolicy {
-        PasswordPolicy {
-            min_length: self.config.password_min_length,
-            max_length: self.config.password_max_length,
-            min_strength: self.config.password_min_strength,
-            context_words: self.config.password_context_words.clone(),
-        }
+    pub fn password_policy(&self) -> &PasswordPolicy {
+        &self.config.passwords
     }
 }
 

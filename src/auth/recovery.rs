@@ -32,17 +32,7 @@ pub enum RecoveryError {
     Service(#[from] ServiceError),
 }
 
-impl From<StoreError> for RecoveryError {
-    fn from(e: StoreError) -> Self {
-        RecoveryError::Service(e.into())
-    }
-}
-
-impl From<super::HashError> for RecoveryError {
-    fn from(e: super::HashError) -> Self {
-        RecoveryError::Service(e.into())
-    }
-}
+service_failures!(RecoveryError: StoreError, super::HashError);
 
 /// A fresh mailed token: 32 random bytes, base64url.
 fn new_token() -> Result<Zeroizing<String>, ServiceError> {
@@ -68,9 +58,11 @@ impl Auth {
         notice: impl FnOnce(String) -> Notice,
     ) -> Result<(), RecoveryError> {
         let (ttl, path) = match purpose {
-            TokenPurpose::PasswordReset => (self.config.reset_token_ttl, "/ui/password/reset"),
+            TokenPurpose::PasswordReset => {
+                (self.config.token_lifetimes.reset, "/ui/password/reset")
+            }
             TokenPurpose::EmailVerification => {
-                (self.config.verification_token_ttl, "/ui/email/verify")
+                (self.config.token_lifetimes.verification, "/ui/email/verify")
             }
         };
         let now = self.clock.now();
@@ -240,7 +232,7 @@ impl Auth {
             let text = std::str::from_utf8(new.expose_bytes()).unwrap_or_default();
             Password::new_for_account(
                 text,
-                &self.password_policy(),
+                self.password_policy(),
                 &[email.local_part(), email.as_str()],
             )
             .map_err(|e| RecoveryError::WeakPassword(e.to_string()))?;

@@ -113,11 +113,7 @@ pub enum RevokeError {
     Service(#[from] ServiceError),
 }
 
-impl From<StoreError> for RevokeError {
-    fn from(e: StoreError) -> Self {
-        RevokeError::Service(e.into())
-    }
-}
+service_failures!(RevokeError: StoreError);
 
 impl Auth {
     /// The user's live sessions, newest first.

@@ -275,9 +275,19 @@ impl Config {
 
         let profile = profile?;
         let data_dir = data_dir?;
-        let database = database?.unwrap_or_else(|| DatabaseConfig::Sqlite {
-            path: data_dir.join("castellan.db"),
-        });
+        let database = DatabaseConfig {
+            location: database?.unwrap_or_else(|| DatabaseLocation::Sqlite {
+                path: data_dir.join("castellan.db"),
+            }),
+            pool: PoolConfig {
+                max_connections: u32::try_from(db_max_connections?).ok()?,
+                min_connections: u32::try_from(db_min_connections?).ok()?,
+                acquire_timeout: db_acquire_timeout?,
+                idle_timeout: db_idle_timeout?,
+                max_lifetime: db_max_lifetime?,
+            },
+            allow_unverified_tls: database_allow_unverified_tls?,
+        };
         let (lifetime, idle_timeout) = (lifetime?, idle_timeout?);
         let (min, max) = (password_min_length?, password_max_length?);
         let config = Config {
@@ -316,54 +326,60 @@ impl Config {
                 admin_token_backoff_after: admin_token_backoff_after?,
                 ipv6_prefix: u8::try_from(ipv6_prefix?).ok()?,
             },
-            password_min_length: usize::try_from(min).ok()?,
-            password_max_length: usize::try_from(max).ok()?,
-            password_min_strength: u8::try_from(password_min_strength?).ok()?,
-            password_context_words: password_context_words?,
-            argon2: Argon2Config {
-                memory_kib: u32::try_from(memory_kib?).ok()?,
-                iterations: u32::try_from(iterations?).ok()?,
-                parallelism: u32::try_from(parallelism?).ok()?,
+            passwords: PasswordPolicy {
+                min_length: usize::try_from(min).ok()?,
+                max_length: usize::try_from(max).ok()?,
+                min_strength: u8::try_from(password_min_strength?).ok()?,
+                context_words: password_context_words?,
             },
-            hash_threads: usize::try_from(hash_threads?).ok()?,
-            hash_queue: usize::try_from(hash_queue?).ok()?,
-            hash_low_priority: hash_low_priority?,
-            reset_token_ttl: reset_token_ttl?,
-            verification_token_ttl: verification_token_ttl?,
-            mail_transport: mail_transport?,
-            mail_dir: mail_dir?,
-            mail_from: mail_from?,
-            mail_retry_attempts: u32::try_from(mail_retry_attempts?).ok()?,
-            smtp: {
-                let (ca_file, ca_pem) = smtp_ca?.unzip();
-                SmtpConfig {
-                    host: smtp_host?,
-                    port: u16::try_from(smtp_port?).ok()?,
-                    tls: smtp_tls?,
-                    username: smtp_username?,
-                    password: smtp_password?,
-                    ca_file,
-                    ca_pem,
-                }
+            hashing: HashingConfig {
+                argon2: Argon2Config {
+                    memory_kib: u32::try_from(memory_kib?).ok()?,
+                    iterations: u32::try_from(iterations?).ok()?,
+                    parallelism: u32::try_from(parallelism?).ok()?,
+                },
+                threads: usize::try_from(hash_threads?).ok()?,
+                queue: usize::try_from(hash_queue?).ok()?,
+                low_priority: hash_low_priority?,
+            },
+            token_lifetimes: TokenLifetimes {
+                reset: reset_token_ttl?,
+                verification: verification_token_ttl?,
+            },
+            mail: MailConfig {
+                transport: mail_transport?,
+                dir: mail_dir?,
+                from: mail_from?,
+                retry_attempts: u32::try_from(mail_retry_attempts?).ok()?,
+                smtp: {
+                    let (ca_file, ca_pem) = smtp_ca?.unzip();
+                    SmtpConfig {
+                        host: smtp_host?,
+                        port: u16::try_from(smtp_port?).ok()?,
+                        tls: smtp_tls?,
+                        username: smtp_username?,
+                        password: smtp_password?,
+                        ca_file,
+                        ca_pem,
+                    }
+                },
             },
             totp_issuer: totp_issuer?,
-            log_format: log_format?.unwrap_or(match profile {
-                Profile::Dev => LogFormat::Pretty,
-                Profile::Production => LogFormat::Json,
-            }),
-            log_level: log_level?,
-            log_buffer_lines: usize::try_from(log_buffer_lines?).ok()?,
-            trusted_proxies: trusted_proxies?,
-            forwarded_header: forwarded_header?,
-            behind_tls_proxy: behind_tls_proxy?,
-            database_allow_unverified_tls: database_allow_unverified_tls?,
-            db_max_connections: u32::try_from(db_max_connections?).ok()?,
-            db_acquire_timeout: db_acquire_timeout?,
-            db_min_connections: u32::try_from(db_min_connections?).ok()?,
-            db_idle_timeout: db_idle_timeout?,
-            db_max_lifetime: db_max_lifetime?,
+            log: LogConfig {
+                format: log_format?.unwrap_or(match profile {
+                    Profile::Dev => LogFormat::Pretty,
+                    Profile::Production => LogFormat::Json,
+                }),
+                level: log_level?,
+                buffer_lines: usize::try_from(log_buffer_lines?).ok()?,
+                shipping: log_shipping?,
+            },
+            proxies: ProxyConfig {
+                trusted: trusted_proxies?,
+                header: forwarded_header?,
+                behind_tls: behind_tls_proxy?,
+            },
             shutdown_timeout: shutdown_timeout?,
-            log_shipping: log_shipping?,
             doctor_min_score: u32::try_from(doctor_min_score?).ok()?,
             allow_root: allow_root?,
             net: net?,

@@ -22,6 +22,8 @@ use ipnet::IpNet;
 use lettre::transport::smtp::client::{Certificate, TlsParameters};
 use secrecy::SecretString;
 
+use crate::domain::password::PasswordPolicy;
+
 mod load;
 mod net;
 mod parse;
@@ -123,18 +125,100 @@ impl SmtpConfig {
 
 /// Which database backend and where.
 #[derive(Clone)]
-pub enum DatabaseConfig {
+pub enum DatabaseLocation {
     Sqlite { path: PathBuf },
     Postgres { url: SecretString },
 }
 
-impl fmt::Debug for DatabaseConfig {
+impl fmt::Debug for DatabaseLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Sqlite { path } => write!(f, "Sqlite({})", path.display()),
             Self::Postgres { .. } => f.write_str("Postgres([redacted url])"),
         }
     }
+}
+
+/// The database: where it is, the pool, and the TLS override.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub location: DatabaseLocation,
+    pub pool: PoolConfig,
+    /// Production override for a PostgreSQL TLS mode weaker than verify-full.
+    pub allow_unverified_tls: bool,
+}
+
+/// The PostgreSQL connection pool (SQLite keeps its own fixed pools).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// 0 means the CPU-based default: see [`PoolConfig::size`].
+    pub max_connections: u32,
+    /// Connections the pool keeps open when idle.
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_lifetime: Duration,
+}
+
+impl PoolConfig {
+    /// The pool size: the configured one, or the CPU-based default.
+    pub fn size(&self) -> u32 {
+        if self.max_connections == 0 {
+            default_pool_size()
+        } else {
+            self.max_connections
+        }
+    }
+}
+
+/// Password hashing: the Argon2id cost and the worker pool that pays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashingConfig {
+    pub argon2: Argon2Config,
+    pub threads: usize,
+    /// Hash jobs that may wait; beyond it a login is refused with 503.
+    pub queue: usize,
+    /// Hashing threads run at the lowest OS priority (SCHED_BATCH, nice 19).
+    pub low_priority: bool,
+}
+
+/// Outgoing mail: the transport, the sender and the retries.
+#[derive(Debug, Clone)]
+pub struct MailConfig {
+    pub transport: MailTransport,
+    /// Where the `file` transport writes messages.
+    pub dir: PathBuf,
+    pub from: String,
+    /// Delivery attempts per message (1 means no retry).
+    pub retry_attempts: u32,
+    pub smtp: SmtpConfig,
+}
+
+/// How long mailed tokens (password reset, email verification) stay valid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetimes {
+    pub reset: Duration,
+    pub verification: Duration,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+    /// Lines the writer may hold before it drops (and counts) new ones.
+    pub buffer_lines: usize,
+    /// Where logs go off the host; only declared, for `castellan doctor`.
+    pub shipping: String,
+}
+
+/// Which peers may name the client, and whether they terminate TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    pub trusted: Vec<IpNet>,
+    pub header: ForwardedHeader,
+    /// Requests arrive through a proxy that terminated TLS.
+    pub behind_tls: bool,
 }
 
 /// Argon2id cost parameters.
@@ -210,42 +294,15 @@ pub struct Config {
     /// besides `public_base_url`.
     pub ui_return_origins: Vec<String>,
     pub limits: Limits,
-    pub password_min_length: usize,
-    pub password_max_length: usize,
-    pub password_min_strength: u8,
-    /// Built-in context words plus the configured ones, folded.
-    pub password_context_words: Vec<String>,
-    pub argon2: Argon2Config,
-    pub hash_threads: usize,
-    pub hash_queue: usize,
-    /// Hashing threads run at the lowest OS priority (SCHED_BATCH, nice 19).
-    pub hash_low_priority: bool,
-    pub reset_token_ttl: Duration,
-    pub verification_token_ttl: Duration,
-    pub mail_transport: MailTransport,
-    pub mail_dir: PathBuf,
-    pub mail_from: String,
-    /// Delivery attempts per message (1 means no retry).
-    pub mail_retry_attempts: u32,
-    pub smtp: SmtpConfig,
+    /// The password policy (NIST SP 800-63B 3.1.1.2).
+    pub passwords: PasswordPolicy,
+    pub hashing: HashingConfig,
+    pub token_lifetimes: TokenLifetimes,
+    pub mail: MailConfig,
     pub totp_issuer: String,
-    pub log_format: LogFormat,
-    pub log_level: String,
-    pub log_buffer_lines: usize,
-    pub trusted_proxies: Vec<IpNet>,
-    pub forwarded_header: ForwardedHeader,
-    pub behind_tls_proxy: bool,
-    /// Production override for a PostgreSQL TLS mode weaker than verify-full.
-    pub database_allow_unverified_tls: bool,
-    pub db_max_connections: u32,
-    pub db_acquire_timeout: Duration,
-    /// Connections the PostgreSQL pool keeps open when idle.
-    pub db_min_connections: u32,
-    pub db_idle_timeout: Duration,
-    pub db_max_lifetime: Duration,
+    pub log: LogConfig,
+    pub proxies: ProxyConfig,
     pub shutdown_timeout: Duration,
-    /// Where logs go off the host; only declared, for `castellan doctor`.
-    pub log_shipping: String,
     /// `castellan doctor` fails below this score.
     pub doctor_min_score: u32,
     /// Production `serve` may run as root (root mapped to an unprivileged user).
@@ -304,17 +361,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-impl Config {
-    /// The PostgreSQL pool size: the configured one, or the CPU-based default.
-    pub fn db_pool_size(&self) -> u32 {
-        if self.db_max_connections == 0 {
-            default_pool_size()
-        } else {
-            self.db_max_connections
-        }
-    }
-}
 
 /// Pool size when none is configured: two connections per CPU plus one.
 /// A session check holds a connection for one short query, so more

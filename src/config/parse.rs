@@ -8,7 +8,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use secrecy::SecretString;
 
-use super::{DatabaseConfig, Rate, SecretBytes};
+use super::{DatabaseLocation, Rate, SecretBytes};
 
 /// A host name (letters, digits, `-`, `.`) or an IP address; brackets
 /// around an IPv6 address are removed. Empty means unset.
@@ -135,7 +135,7 @@ pub(super) fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {
         .collect()
 }
 
-pub(super) fn parse_database_url(v: &str) -> Result<Option<DatabaseConfig>, String> {
+pub(super) fn parse_database_url(v: &str) -> Result<Option<DatabaseLocation>, String> {
     if v.is_empty() {
         return Ok(None);
     }
@@ -144,12 +144,12 @@ pub(super) fn parse_database_url(v: &str) -> Result<Option<DatabaseConfig>, Stri
         if path.is_empty() {
             return Err("sqlite:// needs a file path, e.g. sqlite://./data/castellan.db".into());
         }
-        return Ok(Some(DatabaseConfig::Sqlite {
+        return Ok(Some(DatabaseLocation::Sqlite {
             path: PathBuf::from(path),
         }));
     }
     if v.starts_with("postgres://") || v.starts_with("postgresql://") {
-        return Ok(Some(DatabaseConfig::Postgres {
+        return Ok(Some(DatabaseLocation::Postgres {
             url: SecretString::from(v.to_string()),
         }));
     }

@@ -21,6 +21,13 @@ pub struct PasskeyConfig {
     pub challenge_ttl: Duration,
 }
 
+impl PasskeyConfig {
+    /// Passkeys are on when a relying-party id and an origin are known.
+    pub fn enabled(&self) -> bool {
+        self.rp_id.is_some() && !self.origins.is_empty()
+    }
+}
+
 /// Whether `host` may serve as a relying-party id: a domain name, not an
 /// IP address (browsers refuse those).
 fn is_domain(host: &str) -> bool {

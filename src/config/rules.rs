@@ -12,7 +12,7 @@ impl Config {
                 problem: problem.into(),
             })
         };
-        if self.password_max_length < self.password_min_length {
+        if self.passwords.max_length < self.passwords.min_length {
             fail(
                 "password_max_length",
                 "must not be below password_min_length",
@@ -31,18 +31,18 @@ impl Config {
                     "is required in production: set CASTELLAN_SECRET_KEY or CASTELLAN_SECRET_KEY_FILE to `openssl rand -base64 32`",
                 );
             }
-            let proxied = self.behind_tls_proxy && !self.trusted_proxies.is_empty();
+            let proxied = self.proxies.behind_tls && !self.proxies.trusted.is_empty();
             if self.net.tls.is_none() && !proxied {
                 fail(
                     "behind_tls_proxy",
-                    if self.behind_tls_proxy {
+                    if self.proxies.behind_tls {
                         "production behind a TLS proxy needs the proxy's addresses: set CASTELLAN_TRUSTED_PROXIES (e.g. 10.0.0.5/32), otherwise every client shares the proxy's address and one attacker can lock everyone out; or let castellan terminate TLS with CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE"
                     } else {
                         "production needs TLS: set CASTELLAN_TLS_CERT_FILE and CASTELLAN_TLS_KEY_FILE, or terminate TLS in a proxy and set CASTELLAN_BEHIND_TLS_PROXY=true with CASTELLAN_TRUSTED_PROXIES listing the proxy's addresses"
                     },
                 );
             }
-            if self.log_level.contains("trace") || self.log_level.contains("debug") {
+            if self.log.level.contains("trace") || self.log.level.contains("debug") {
                 fail(
                     "log_level",
                     "debug and trace logging are refused in production; use `info`",
@@ -54,7 +54,7 @@ impl Config {
                     "must use https:// in production (mailed links carry tokens)",
                 );
             }
-            if let DatabaseConfig::Postgres { url } = &self.database
+            if let DatabaseLocation::Postgres { url } = &self.database.location
                 && has_well_known_credentials(secrecy::ExposeSecret::expose_secret(url))
             {
                 fail(
@@ -78,11 +78,12 @@ impl Config {
 impl Config {
     /// The rules between the pool settings.
     fn check_pool(&self, fail: &mut impl FnMut(&str, &str)) {
-        let max = self.db_pool_size();
-        if self.db_min_connections > max {
+        let pool = &self.database.pool;
+        let max = pool.size();
+        if pool.min_connections > max {
             let problem = format!(
                 "must not exceed the pool size ({max}{}); lower CASTELLAN_DB_MIN_CONNECTIONS or raise CASTELLAN_DB_MAX_CONNECTIONS",
-                if self.db_max_connections == 0 {
+                if pool.max_connections == 0 {
                     ", the default for this machine"
                 } else {
                     ""
@@ -90,7 +91,7 @@ impl Config {
             );
             fail("db_min_connections", &problem);
         }
-        if self.db_idle_timeout > self.db_max_lifetime {
+        if pool.idle_timeout > pool.max_lifetime {
             fail(
                 "db_idle_timeout",
                 "must not exceed db_max_lifetime (a connection is replaced before it could idle out)",
@@ -100,10 +101,10 @@ impl Config {
 
     /// The rules of the SMTP settings (only checked for `mail_transport = smtp`).
     fn check_smtp(&self, fail: &mut impl FnMut(&str, &str)) {
-        if self.mail_transport != MailTransport::Smtp {
+        if self.mail.transport != MailTransport::Smtp {
             return;
         }
-        let smtp = &self.smtp;
+        let smtp = &self.mail.smtp;
         if smtp.host.is_empty() {
             fail(
                 "smtp_host",

@@ -17,9 +17,12 @@ fn defaults_load_with_no_configuration() {
     assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(c.session.idle_timeout, Duration::from_secs(1800));
     assert_eq!(c.session.lifetime, Duration::from_secs(12 * 3600));
-    assert_eq!(c.password_min_length, 15);
-    assert!(matches!(c.database, DatabaseConfig::Sqlite { .. }));
-    assert_eq!(c.log_format, LogFormat::Pretty);
+    assert_eq!(c.passwords.min_length, 15);
+    assert!(matches!(
+        c.database.location,
+        DatabaseLocation::Sqlite { .. }
+    ));
+    assert_eq!(c.log.format, LogFormat::Pretty);
 }
 
 // covers: ASVS-1.4.2
@@ -43,10 +46,10 @@ fn durations_parse_and_overflow_is_an_error() {
 #[test]
 fn pool_settings_have_defaults_and_are_checked_together() {
     let c = Config::load(None, &env(&[])).unwrap();
-    assert_eq!(c.db_min_connections, 1);
-    assert_eq!(c.db_idle_timeout, Duration::from_secs(600));
-    assert_eq!(c.db_max_lifetime, Duration::from_secs(1800));
-    assert_eq!(c.db_pool_size(), default_pool_size());
+    assert_eq!(c.database.pool.min_connections, 1);
+    assert_eq!(c.database.pool.idle_timeout, Duration::from_secs(600));
+    assert_eq!(c.database.pool.max_lifetime, Duration::from_secs(1800));
+    assert_eq!(c.database.pool.size(), default_pool_size());
     let c = Config::load(
         None,
         &env(&[
@@ -57,8 +60,11 @@ fn pool_settings_have_defaults_and_are_checked_together() {
         ]),
     )
     .unwrap();
-    assert_eq!((c.db_pool_size(), c.db_min_connections), (4, 4));
-    assert_eq!(c.db_idle_timeout, c.db_max_lifetime);
+    assert_eq!(
+        (c.database.pool.size(), c.database.pool.min_connections),
+        (4, 4)
+    );
+    assert_eq!(c.database.pool.idle_timeout, c.database.pool.max_lifetime);
     // Out of range and malformed values, each reported.
     let err = Config::load(
         None,
@@ -197,5 +203,5 @@ fn production_refuses_insecure_settings() {
 fn password_minimum_never_goes_below_eight() {
     assert!(Config::load(None, &env(&[("CASTELLAN_PASSWORD_MIN_LENGTH", "7")])).is_err());
     let c = Config::load(None, &env(&[("CASTELLAN_PASSWORD_MIN_LENGTH", "8")])).unwrap();
-    assert_eq!(c.password_min_length, 8);
+    assert_eq!(c.passwords.min_length, 8);
 }

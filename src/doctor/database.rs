@@ -2,12 +2,12 @@
 //! the role, the pool, the schema and the audit chain.
 
 use super::{DatabaseFindings, Grader, Status};
-use crate::config::{Config, DatabaseConfig};
+use crate::config::{Config, DatabaseLocation};
 
 /// Grades the database connection and what the live look found.
 pub(super) fn grade(config: &Config, db: &DatabaseFindings, g: &mut Grader) {
-    match &config.database {
-        DatabaseConfig::Sqlite { .. } => g.add(
+    match &config.database.location {
+        DatabaseLocation::Sqlite { .. } => g.add(
             "database_tls",
             3,
             Status::Pass,
@@ -15,7 +15,7 @@ pub(super) fn grade(config: &Config, db: &DatabaseFindings, g: &mut Grader) {
             "credentials and data cross the network to PostgreSQL",
             "",
         ),
-        DatabaseConfig::Postgres { url } => {
+        DatabaseLocation::Postgres { url } => {
             let text = secrecy::ExposeSecret::expose_secret(url);
             let mode = url_param(text, "sslmode").unwrap_or("verify-full");
             let host = url_host(text);
@@ -70,7 +70,7 @@ pub(super) fn grade(config: &Config, db: &DatabaseFindings, g: &mut Grader) {
             );
         }
     }
-    let postgres = matches!(config.database, DatabaseConfig::Postgres { .. });
+    let postgres = matches!(config.database.location, DatabaseLocation::Postgres { .. });
     if let Some(why) = &db.unreachable {
         g.add(
             "database_reachable",
@@ -96,7 +96,7 @@ pub(super) fn grade(config: &Config, db: &DatabaseFindings, g: &mut Grader) {
                 );
             }
             if let Some(usable) = db.usable_connections {
-                let pool = config.db_pool_size();
+                let pool = config.database.pool.size();
                 g.add(
                     "database_pool_fits",
                     2,

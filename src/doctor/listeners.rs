@@ -6,14 +6,14 @@ use crate::config::Config;
 
 /// Grades how castellan is reached.
 pub(super) fn grade(config: &Config, context: &Context, g: &mut Grader) {
-    let proxies_named = config.behind_tls_proxy && !config.trusted_proxies.is_empty();
+    let proxies_named = config.proxies.behind_tls && !config.proxies.trusted.is_empty();
     let native = config.net.tls.as_ref();
     g.add(
         "tls",
         3,
         if native.is_some() || proxies_named {
             Status::Pass
-        } else if config.behind_tls_proxy {
+        } else if config.proxies.behind_tls {
             Status::Fail
         } else {
             g.weak
@@ -26,14 +26,14 @@ pub(super) fn grade(config: &Config, context: &Context, g: &mut Grader) {
         } else if proxies_named {
             format!(
                 "TLS is terminated by {} trusted prox{}",
-                config.trusted_proxies.len(),
-                if config.trusted_proxies.len() == 1 {
+                config.proxies.trusted.len(),
+                if config.proxies.trusted.len() == 1 {
                     "y"
                 } else {
                     "ies"
                 }
             )
-        } else if config.behind_tls_proxy {
+        } else if config.proxies.behind_tls {
             "behind_tls_proxy is set but no trusted proxy is named: every client shares the proxy's address".into()
         } else {
             "castellan serves plain HTTP and no TLS proxy is declared".into()

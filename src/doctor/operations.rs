@@ -31,7 +31,7 @@ pub(super) fn grade(config: &Config, context: &Context, g: &mut Grader) {
         "NIST SP 800-63B AAL2: reauthenticate after 30 minutes idle and every 12 hours (rev 3; rev 4 allows 1 hour and 24 hours)",
         "set CASTELLAN_SESSION_IDLE_TIMEOUT=30m and CASTELLAN_SESSION_LIFETIME=12h or shorter",
     );
-    let mail = match (&config.mail_transport, config.smtp.tls) {
+    let mail = match (&config.mail.transport, config.mail.smtp.tls) {
         (MailTransport::Smtp, SmtpTls::StartTls | SmtpTls::Implicit) => {
             (Status::Pass, "mail goes over SMTP with TLS".to_string())
         }
@@ -55,14 +55,14 @@ pub(super) fn grade(config: &Config, context: &Context, g: &mut Grader) {
     g.add(
         "log_format",
         1,
-        if config.log_format == LogFormat::Json {
+        if config.log.format == LogFormat::Json {
             Status::Pass
         } else {
             g.weak
         },
         format!(
             "logs are {}",
-            if config.log_format == LogFormat::Json {
+            if config.log.format == LogFormat::Json {
                 "JSON lines"
             } else {
                 "pretty text"
@@ -71,7 +71,7 @@ pub(super) fn grade(config: &Config, context: &Context, g: &mut Grader) {
         "a log collector parses JSON reliably; pretty text is for people at a terminal",
         "set CASTELLAN_LOG_FORMAT=json",
     );
-    let shipping = config.log_shipping.trim();
+    let shipping = config.log.shipping.trim();
     g.add(
         "log_shipping",
         1,
@@ -105,15 +105,17 @@ pub(super) fn grade(config: &Config, context: &Context, g: &mut Grader) {
     g.add(
         "request_limits",
         2,
-        if config.hash_queue <= 1024 && config.db_acquire_timeout <= Duration::from_secs(30) {
+        if config.hashing.queue <= 1024
+            && config.database.pool.acquire_timeout <= Duration::from_secs(30)
+        {
             Status::Pass
         } else {
             Status::Warn
         },
         format!(
             "hashing queue {}, database acquire timeout {}",
-            config.hash_queue,
-            crate::config::format_duration(config.db_acquire_timeout)
+            config.hashing.queue,
+            crate::config::format_duration(config.database.pool.acquire_timeout)
         ),
         "bounded queues and timeouts keep one flood from starving every other request",
         "keep CASTELLAN_HASH_QUEUE at 1024 or less and CASTELLAN_DB_ACQUIRE_TIMEOUT at 30s or less",

@@ -66,7 +66,7 @@ pub(super) fn grade(config: &Config, g: &mut Grader) {
         "the HMAC makes the audit chain tamper-evident against the database's own administrators",
         "set CASTELLAN_AUDIT_KEY_FILE to a file holding `openssl rand -base64 32` (keep it outside the database)",
     );
-    let a = config.argon2;
+    let a = config.hashing.argon2;
     let argon_ok = a.parallelism >= 1
         && ARGON2_MINIMUMS
             .iter()

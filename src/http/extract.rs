@@ -99,8 +99,8 @@ impl FromRequestParts<AppState> for RequestMeta {
                 super::client_ip::resolve(
                     *peer,
                     &parts.headers,
-                    &config.trusted_proxies,
-                    config.forwarded_header,
+                    &config.proxies.trusted,
+                    config.proxies.header,
                 )
                 .to_string()
             })

@@ -108,8 +108,8 @@ pub fn public_app(state: AppState) -> Router {
     let config = state.auth.config();
     openapi::apply_password_lengths(
         &mut openapi,
-        config.password_min_length,
-        config.password_max_length,
+        config.passwords.min_length,
+        config.passwords.max_length,
     );
     let openapi = std::sync::Arc::new(openapi);
     router

@@ -71,13 +71,6 @@ pub(super) struct Content {
     pub(super) blocks: Vec<Block>,
 }
 
-/// Lifetimes quoted in link mails.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Ttls {
-    pub(super) reset: Duration,
-    pub(super) verification: Duration,
-}
-
 impl Notice {
     /// A stable name for logs.
     pub(super) fn kind(&self) -> &'static str {
@@ -97,7 +90,7 @@ impl Notice {
         }
     }
 
-    pub(super) fn render(&self, ttls: Ttls) -> Result<Content, &'static str> {
+    pub(super) fn render(&self, ttls: TokenLifetimes) -> Result<Content, &'static str> {
         let text = |s: &str| Block::Text(s.to_string());
         let not_you = || text(NOT_YOU);
         let (subject, blocks) = match self {

@@ -40,7 +40,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
-use crate::config::{Config, MailTransport};
+use crate::config::{MailConfig, MailTransport, TokenLifetimes};
 use crate::domain::Email;
 
 mod content;
@@ -87,7 +87,7 @@ pub struct MailStats {
 #[derive(Clone)]
 pub struct Mailer {
     from: Option<Mailbox>,
-    ttls: Ttls,
+    ttls: TokenLifetimes,
     queue: mpsc::Sender<Job>,
     shared: Arc<Shared>,
 }
@@ -109,11 +109,11 @@ impl fmt::Debug for Mailer {
 impl Mailer {
     /// Sets up the transport and starts the delivery worker. Must be called
     /// inside the Tokio runtime; without one no mail is sent (logged).
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &MailConfig, ttls: TokenLifetimes) -> Self {
         let runtime = tokio::runtime::Handle::try_current();
-        let transport = match (&config.mail_transport, &runtime) {
+        let transport = match (&config.transport, &runtime) {
             (MailTransport::File, _) => Transport::File {
-                dir: config.mail_dir.clone(),
+                dir: config.dir.clone(),
             },
             (MailTransport::Smtp, Ok(_)) => match smtp_transport(&config.smtp) {
                 Ok(t) => Transport::Smtp(t),
@@ -126,14 +126,14 @@ impl Mailer {
                 Transport::Unavailable("no async runtime for the SMTP transport".into())
             }
         };
-        let from = config.mail_from.parse::<Mailbox>().ok();
+        let from = config.from.parse::<Mailbox>().ok();
         if from.is_none() {
             tracing::error!("mail_from is not a valid sender; no mail will be sent");
         }
         let (queue, rx) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Shared {
             transport,
-            attempts: config.mail_retry_attempts.max(1),
+            attempts: config.retry_attempts.max(1),
             pending: watch::Sender::new(0),
             counters: Counters::default(),
         });
@@ -149,10 +149,7 @@ impl Mailer {
         }
         Self {
             from,
-            ttls: Ttls {
-                reset: config.reset_token_ttl,
-                verification: config.verification_token_ttl,
-            },
+            ttls,
             queue,
             shared,
         }

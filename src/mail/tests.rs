@@ -1,6 +1,7 @@
 use super::*;
+use crate::config::Config;
 
-const TTLS: Ttls = Ttls {
+const TTLS: TokenLifetimes = TokenLifetimes {
     reset: Duration::from_secs(1800),
     verification: Duration::from_secs(86_400),
 };
@@ -76,7 +77,7 @@ fn link_mails_put_the_url_on_its_own_line_and_quote_the_lifetime() {
 #[test]
 fn messages_have_one_recipient_and_readable_parts() {
     let config = Config::load(None, &Default::default()).unwrap();
-    let mailer = Mailer::new(&config);
+    let mailer = Mailer::new(&config.mail, config.token_lifetimes);
     let to = Email::parse("O'Hara+x@Example.com").unwrap();
     let url = "https://auth.example.com/reset?token=AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_abcdefghijklmnop";
     let (envelope, bytes) = mailer

@@ -88,6 +88,45 @@ fn release_builds_keep_overflow_checks() {
     assert!(release.contains("overflow-checks = true"));
 }
 
+/// The root package's enabled features when cargo resolves `edges`.
+fn features_resolved(edges: &str) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "tree",
+            "--locked",
+            "--offline",
+            "--depth",
+            "0",
+            "--prefix",
+            "none",
+        ])
+        .args(["--edges", edges, "--format", "{p} features: {f}"])
+        .output()
+        .expect("cargo tree runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// covers: ASVS-15.2.3
+#[test]
+fn test_code_stays_out_of_release_builds() {
+    // A build of the service (normal and build edges): no test-hooks.
+    let service = features_resolved("normal,build,features");
+    assert!(service.starts_with("castellan "), "{service}");
+    assert!(!service.contains("test-hooks"), "{service}");
+    // The same question with dev edges sees it: the check can fail.
+    let tests = features_resolved("normal,build,dev,features");
+    assert!(tests.contains("test-hooks"), "{tests}");
+    // And nothing but the manual clock sits behind it.
+    let clock = std::fs::read_to_string("src/clock.rs").unwrap();
+    assert!(clock.contains("#[cfg(any(test, feature = \"test-hooks\"))]\nmod manual {"));
+}
+
 // covers: ASVS-1.2.4
 #[test]
 fn sql_is_never_built_from_strings_in_the_store() {

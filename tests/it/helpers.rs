@@ -112,11 +112,11 @@ impl TestEnv {
 
     /// The database URL an app of this test runs on.
     pub fn database_url_of(app: &TestApp) -> String {
-        match &app.auth.config().database {
-            castellan::config::DatabaseConfig::Postgres { url } => {
+        match &app.auth.config().database.location {
+            castellan::config::DatabaseLocation::Postgres { url } => {
                 secrecy::ExposeSecret::expose_secret(url).to_string()
             }
-            castellan::config::DatabaseConfig::Sqlite { path } => {
+            castellan::config::DatabaseLocation::Sqlite { path } => {
                 format!("sqlite://{}", path.display())
             }
         }

@@ -370,7 +370,10 @@ fn smtp_settings_are_validated() {
     );
 
     let c = load(&[smtp, ("CASTELLAN_SMTP_HOST", "smtp.example.com")]).unwrap();
-    assert_eq!((c.smtp.tls, c.smtp.port), (SmtpTls::StartTls, 587));
+    assert_eq!(
+        (c.mail.smtp.tls, c.mail.smtp.port),
+        (SmtpTls::StartTls, 587)
+    );
 
     for host in ["smtp.example.com", "10.0.0.1", "192.0.2.1"] {
         let err = load(&[
@@ -427,7 +430,7 @@ fn smtp_settings_are_validated() {
         ),
     ])
     .unwrap();
-    let password = c.smtp.password.as_ref().unwrap();
+    let password = c.mail.smtp.password.as_ref().unwrap();
     assert_eq!(
         secrecy::ExposeSecret::expose_secret(password),
         "from-a-file"

@@ -12,6 +12,7 @@ mod pg_cluster;
 
 mod accounts;
 mod admin;
+mod atomic_writes;
 mod audit;
 mod audit_order;
 mod black_box;

@@ -711,7 +711,40 @@ async fn credential_ids_are_unique_across_accounts(b: Backend) {
     ));
 }
 
+/// The hosted sign-in and account pages offer passkeys only when they are
+/// configured: with an IP-address base URL (no relying-party id) a passkey
+/// button could only ever answer "forbidden".
+async fn the_hosted_pages_offer_passkeys_only_when_configured(b: Backend) {
+    for (configured, app) in [
+        (false, TestEnv::new(b).await.spawn().await),
+        (true, passkey_app(b).await),
+    ] {
+        let sign_in = app.send(Method::GET, "/ui/sign-in", None, &[]).await;
+        assert_eq!(sign_in.status, 200);
+        assert_eq!(
+            sign_in.text.contains("passkey-sign-in"),
+            configured,
+            "sign-in page, passkeys configured: {configured}"
+        );
+        let address = email("pages");
+        let token = app.user_with_session(&address).await;
+        let cookie = format!("__Host-castellan_session={token}");
+        let account = app
+            .send(Method::GET, "/ui/account", None, &[("cookie", &cookie)])
+            .await;
+        assert_eq!(account.status, 200, "{}", account.text);
+        assert!(account.text.contains(&address));
+        assert_eq!(
+            account.text.contains("/ui/static/passkeys.js"),
+            configured,
+            "account page, passkeys configured: {configured}"
+        );
+        app.shutdown().await;
+    }
+}
+
 on_both_backends!(
+    the_hosted_pages_offer_passkeys_only_when_configured,
     a_passkey_is_registered_and_signs_in_without_a_password,
     a_passkey_completes_a_pending_password_login,
     re_authentication_accepts_a_passkey_and_guards_deletion,

@@ -92,11 +92,7 @@ pub enum PasskeyError {
     Service(#[from] ServiceError),
 }
 
-impl From<StoreError> for PasskeyError {
-    fn from(e: StoreError) -> Self {
-        PasskeyError::Service(e.into())
-    }
-}
+service_failures!(PasskeyError: StoreError);
 
 impl From<CheckError> for PasskeyError {
     fn from(e: CheckError) -> Self {

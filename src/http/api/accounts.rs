@@ -59,7 +59,7 @@ pub async fn register(
     let email = parse_email(&body.email)?;
     let password = Password::new_for_account(
         &body.password,
-        &state.auth.password_policy(),
+        state.auth.password_policy(),
         &[email.local_part(), email.as_str()],
     )
     .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
@@ -87,7 +87,7 @@ pub async fn login(
 ) -> Result<Response, ApiError> {
     let email = parse_email(&body.email)?;
     let password =
-        Password::for_verification(&body.password, state.auth.config().password_max_length)
+        Password::for_verification(&body.password, state.auth.config().passwords.max_length)
             .map_err(|e: PasswordError| ApiError::InvalidRequest(format!("password: {e}")))?;
     let done = state.auth.login(&email, &password, &meta).await?;
     Ok(issued(&state, done.token, &done.session, None))

@@ -26,7 +26,7 @@ pub struct PasswordChange {
 fn new_password(state: &AppState, raw: &str, email: &Email) -> Result<Password, ApiError> {
     Password::new_for_account(
         raw,
-        &state.auth.password_policy(),
+        state.auth.password_policy(),
         &[email.local_part(), email.as_str()],
     )
     .map_err(|e| ApiError::WeakPassword(e.to_string()))
@@ -46,7 +46,7 @@ pub async fn change(
 ) -> Result<StatusCode, ApiError> {
     let current = Password::for_verification(
         &body.current_password,
-        state.auth.config().password_max_length,
+        state.auth.config().passwords.max_length,
     )
     .map_err(|e| ApiError::InvalidRequest(format!("current_password: {e}")))?;
     let new = new_password(&state, &body.new_password, &auth.user.email)?;
@@ -105,7 +105,7 @@ pub async fn reset_confirm(
 ) -> Result<StatusCode, ApiError> {
     // The global policy first (no hashing for a weak password); the use
     // case adds the account's own words once the token names the account.
-    let new = Password::new_for_account(&body.new_password, &state.auth.password_policy(), &[])
+    let new = Password::new_for_account(&body.new_password, state.auth.password_policy(), &[])
         .map_err(|e| ApiError::WeakPassword(e.to_string()))?;
     state
         .auth

@@ -144,7 +144,7 @@ pub async fn reauthenticate(
 ) -> Result<Response, ApiError> {
     let password = crate::domain::Password::for_verification(
         &body.password,
-        state.auth.config().password_max_length,
+        state.auth.config().passwords.max_length,
     )
     .map_err(|e| ApiError::InvalidRequest(format!("password: {e}")))?;
     let second = super::mfa::second_factor(body.totp_code.as_deref(), body.backup_code.as_deref())?;

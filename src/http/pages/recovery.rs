@@ -152,6 +152,16 @@ pub struct ResetPage {
     pub password_error: Option<String>,
 }
 
+fn reset_page(state: &AppState, csrf: &AnonCsrf, has_token: bool) -> ResetPage {
+    ResetPage {
+        nav: Nav::signed_out(),
+        csrf: csrf.token.clone(),
+        has_token,
+        min_length: state.auth.config().passwords.min_length,
+        password_error: None,
+    }
+}
+
 /// `GET /ui/password/reset`: the page mailed reset links open.
 pub async fn reset_form(
     State(state): State<AppState>,
@@ -164,18 +174,12 @@ pub async fn reset_form(
         q,
         RESET_COOKIE,
         "/ui/password/reset",
-        state.auth.config().reset_token_ttl,
+        state.auth.config().token_lifetimes.reset,
     ) {
         Ok(has_token) => has_token,
         Err(redirect) => return *redirect,
     };
-    csrf.apply(render(&ResetPage {
-        nav: Nav::signed_out(),
-        csrf: csrf.token.clone(),
-        has_token,
-        min_length: state.auth.config().password_min_length,
-        password_error: None,
-    }))
+    csrf.apply(render(&reset_page(&state, &csrf, has_token)))
 }
 
 #[derive(Deserialize)]
@@ -194,14 +198,8 @@ pub async fn reset_submit(
     AnonForm(f): AnonForm<ResetForm>,
 ) -> Result<Response, ApiError> {
     let token = cookie(&parts, RESET_COOKIE).unwrap_or_default();
-    let mut again = ResetPage {
-        nav: Nav::signed_out(),
-        csrf: csrf.token.clone(),
-        has_token: !token.is_empty(),
-        min_length: state.auth.config().password_min_length,
-        password_error: None,
-    };
-    let password = match Password::new_with_policy(&f.new_password, &state.auth.password_policy()) {
+    let mut again = reset_page(&state, &csrf, !token.is_empty());
+    let password = match Password::new_with_policy(&f.new_password, state.auth.password_policy()) {
         Ok(p) => p,
         Err(e) => {
             again.password_error = Some(format!("Choose another password: {e}."));
@@ -262,7 +260,7 @@ pub async fn verify_form(
         q,
         VERIFY_COOKIE,
         "/ui/email/verify",
-        state.auth.config().verification_token_ttl,
+        state.auth.config().token_lifetimes.verification,
     ) {
         Ok(has_token) => has_token,
         Err(redirect) => return *redirect,

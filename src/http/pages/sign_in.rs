@@ -38,9 +38,11 @@ pub struct SignInPage {
     pub email_error: Option<String>,
     pub password_error: Option<String>,
     pub notice: Option<String>,
+    /// Offer passkey sign-in (only when passkeys are configured).
+    pub passkeys: bool,
 }
 
-fn page(csrf: &AnonCsrf, target: Option<&ReturnTo>) -> SignInPage {
+fn page(state: &AppState, csrf: &AnonCsrf, target: Option<&ReturnTo>) -> SignInPage {
     SignInPage {
         nav: Nav::signed_out(),
         csrf: csrf.token.clone(),
@@ -49,6 +51,7 @@ fn page(csrf: &AnonCsrf, target: Option<&ReturnTo>) -> SignInPage {
         email_error: None,
         password_error: None,
         notice: None,
+        passkeys: state.auth.config().passkeys.enabled(),
     }
 }
 
@@ -59,7 +62,7 @@ pub async fn form(
     Query(q): Query<ReturnQuery>,
 ) -> Response {
     let target = return_to(&state, q.return_to.as_deref());
-    csrf.apply(render(&page(&csrf, target.as_ref())))
+    csrf.apply(render(&page(&state, &csrf, target.as_ref())))
 }
 
 #[derive(Deserialize)]
@@ -134,14 +137,14 @@ pub async fn submit(
     AnonForm(f): AnonForm<SignInForm>,
 ) -> Result<Response, ApiError> {
     let target = return_to(&state, f.return_to.as_deref());
-    let mut again = page(&csrf, target.as_ref());
+    let mut again = page(&state, &csrf, target.as_ref());
     again.email = f.email.clone();
     let Ok(email) = Email::parse(&f.email) else {
         again.email_error = Some("Enter your email address, like name@example.com.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));
     };
     let Ok(password) =
-        Password::for_verification(&f.password, state.auth.config().password_max_length)
+        Password::for_verification(&f.password, state.auth.config().passwords.max_length)
     else {
         again.password_error = Some("Enter your password.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));
@@ -338,7 +341,7 @@ pub async fn mfa_submit(
         }
     } else if auth.user.mfa_enabled {
         let Some(password) = present(&f.password).and_then(|p| {
-            Password::for_verification(p, state.auth.config().password_max_length).ok()
+            Password::for_verification(p, state.auth.config().passwords.max_length).ok()
         }) else {
             again.password_error = Some("Enter your password.".into());
             return Ok(render_with(StatusCode::BAD_REQUEST, &again));

@@ -36,8 +36,8 @@ fn page(state: &AppState, csrf: &AnonCsrf, target: Option<&ReturnTo>) -> SignUpP
         csrf: csrf.token.clone(),
         email: String::new(),
         return_to: target.map(|t| t.as_str().to_string()).unwrap_or_default(),
-        min_length: state.auth.config().password_min_length,
-        max_length: state.auth.config().password_max_length,
+        min_length: state.auth.config().passwords.min_length,
+        max_length: state.auth.config().passwords.max_length,
         email_error: None,
         password_error: None,
     }
@@ -82,7 +82,7 @@ pub async fn submit(
     };
     let password = match Password::new_for_account(
         &f.password,
-        &state.auth.password_policy(),
+        state.auth.password_policy(),
         &[email.local_part(), email.as_str()],
     ) {
         Ok(p) => p,

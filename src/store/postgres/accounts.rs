@@ -21,6 +21,35 @@ async fn claim_token_in(
     Ok(owner.map(UserId))
 }
 
+/// A new password: stores its hash and ends every session but `keep` and
+/// every unused reset token (the rule both reset and change follow).
+async fn replace_password_in(
+    tx: &mut Transaction<'static, Postgres>,
+    user: UserId,
+    phc: &str,
+    now: OffsetDateTime,
+    keep: Option<Uuid>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
+        .bind(phc)
+        .bind(now)
+        .bind(user.0)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2")
+        .bind(user.0)
+        .bind(keep)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query(
+        "DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL",
+    )
+    .bind(user.0)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl AccountStore for PgStore {
     async fn issue_token(
@@ -76,20 +105,7 @@ impl AccountStore for PgStore {
         else {
             return Ok(None);
         };
-        sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
-            .bind(phc)
-            .bind(now)
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
+        replace_password_in(&mut tx, user, phc, now, None).await?;
         tx.commit().await?;
         Ok(Some(user))
     }
@@ -102,21 +118,7 @@ impl AccountStore for PgStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let (mut tx, _timer) = self.begin(Op::ChangePassword).await?;
-        sqlx::query("UPDATE users SET password_hash = $1, password_changed_at = $2 WHERE id = $3")
-            .bind(phc)
-            .bind(now)
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM sessions WHERE user_id = $1 AND id <> $2")
-            .bind(user.0)
-            .bind(keep)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM account_tokens WHERE user_id = $1 AND purpose = 'password_reset' AND used_at IS NULL")
-            .bind(user.0)
-            .execute(&mut *tx)
-            .await?;
+        replace_password_in(&mut tx, user, phc, now, Some(keep)).await?;
         tx.commit().await.map_err(StoreError::from)
     }
 

@@ -22,6 +22,31 @@ fn claim_token_in(
         .transpose()
 }
 
+/// A new password: stores its hash and ends every session but `keep` and
+/// every unused reset token (the rule both reset and change follow).
+fn replace_password_in(
+    tx: &rusqlite::Transaction<'_>,
+    user: UserId,
+    phc: &str,
+    now: OffsetDateTime,
+    keep: Option<Uuid>,
+) -> Result<(), StoreError> {
+    let id = user.0.to_string();
+    tx.execute(
+        "UPDATE users SET password_hash = ?1, password_changed_at = ?2 WHERE id = ?3",
+        params![phc, to_ms(now), id],
+    )?;
+    tx.execute(
+        "DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2",
+        params![id, keep.map(|k| k.to_string())],
+    )?;
+    tx.execute(
+        "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = 'password_reset' AND used_at IS NULL",
+        [&id],
+    )?;
+    Ok(())
+}
+
 #[async_trait]
 impl AccountStore for SqliteStore {
     async fn issue_token(
@@ -74,16 +99,7 @@ impl AccountStore for SqliteStore {
             let Some(user) = claim_token_in(&tx, &hash, TokenPurpose::PasswordReset, now)? else {
                 return Ok(None);
             };
-            let id = user.0.to_string();
-            tx.execute(
-                "UPDATE users SET password_hash = ?1, password_changed_at = ?2 WHERE id = ?3",
-                params![phc, to_ms(now), id],
-            )?;
-            tx.execute("DELETE FROM sessions WHERE user_id = ?1", [&id])?;
-            tx.execute(
-                "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = 'password_reset' AND used_at IS NULL",
-                [&id],
-            )?;
+            replace_password_in(&tx, user, &phc, now, None)?;
             tx.commit()?;
             Ok(Some(user))
         })
@@ -100,16 +116,7 @@ impl AccountStore for SqliteStore {
         let phc = phc.to_string();
         self.write_op(Op::ChangePassword, move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let id = user.0.to_string();
-            tx.execute(
-                "UPDATE users SET password_hash = ?1, password_changed_at = ?2 WHERE id = ?3",
-                params![phc, to_ms(now), id],
-            )?;
-            tx.execute("DELETE FROM sessions WHERE user_id = ?1 AND id <> ?2", params![id, keep.to_string()])?;
-            tx.execute(
-                "DELETE FROM account_tokens WHERE user_id = ?1 AND purpose = 'password_reset' AND used_at IS NULL",
-                [&id],
-            )?;
+            replace_password_in(&tx, user, &phc, now, Some(keep))?;
             tx.commit().map_err(StoreError::from)
         })
         .await

@@ -41,7 +41,7 @@ pub async fn confirm(
     let target = return_to(&state, f.return_to.as_deref());
     let mut again = confirm_page(&state, &auth.session, &auth.user, action, target.as_ref());
     let Ok(password) =
-        Password::for_verification(&f.password, state.auth.config().password_max_length)
+        Password::for_verification(&f.password, state.auth.config().passwords.max_length)
     else {
         again.password_error = Some("Enter your password.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));

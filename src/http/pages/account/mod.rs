@@ -55,6 +55,8 @@ pub struct AccountPage {
     pub current_password_error: Option<String>,
     pub new_password_error: Option<String>,
     pub min_length: usize,
+    /// Show the Passkeys section (only when passkeys are configured).
+    pub passkeys: bool,
 }
 
 /// Fixed notices named in `?done=` after a redirect (nothing from the
@@ -117,7 +119,8 @@ async fn account_page(
         notice: notice(done),
         current_password_error: None,
         new_password_error: None,
-        min_length: state.auth.config().password_min_length,
+        min_length: state.auth.config().passwords.min_length,
+        passkeys: state.auth.config().passkeys.enabled(),
     })
 }
 
@@ -156,7 +159,7 @@ pub async fn change_password(
     SessionForm { auth, form: f }: SessionForm<PasswordForm>,
 ) -> Result<Response, ApiError> {
     let mut again = account_page(&state, &auth.session, &auth.user, None).await?;
-    let max = state.auth.config().password_max_length;
+    let max = state.auth.config().passwords.max_length;
     let Ok(current) = Password::for_verification(&f.current_password, max) else {
         again.current_password_error = Some("Enter your current password.".into());
         return Ok(render_with(StatusCode::BAD_REQUEST, &again));
@@ -164,7 +167,7 @@ pub async fn change_password(
     let email = &auth.user.email;
     let new = match Password::new_for_account(
         &f.new_password,
-        &state.auth.password_policy(),
+        state.auth.password_policy(),
         &[email.local_part(), email.as_str()],
     ) {
         Ok(p) => p,
