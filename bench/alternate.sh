@@ -10,8 +10,10 @@
 #   e.g. with bench/run.sh or `cargo build --release --bin castellan`).
 #   BENCH_ALTERNATIONS [3]  runs of each binary
 #   BENCH_SKIP ["betterauth big"]  phases of driver.py to leave out
-#   BENCH_BEFORE_COMMIT  the commit BEFORE_BIN was built from, for the report
-# Other BENCH_* settings reach bench/driver.py. Writes bench/results/alternate.md.
+#   BENCH_BEFORE_COMMIT, BENCH_AFTER_COMMIT  the commits the binaries were built
+#     from, for the report (default: the paths, and this tree's HEAD)
+# Other BENCH_* settings reach bench/driver.py. Writes bench/results/alternate.md
+# (or BENCH_ALTERNATE_MD).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,8 +43,8 @@ for i in $(seq 1 "$runs"); do
     done
 done
 
-python3 - "$out" "$runs" "${BENCH_BEFORE_COMMIT:-$before}" "$(git rev-parse --short HEAD)" <<'EOF'
-import json, statistics, sys
+python3 - "$out" "$runs" "${BENCH_BEFORE_COMMIT:-$before}" "${BENCH_AFTER_COMMIT:-$(git rev-parse --short HEAD)}" <<'EOF'
+import json, os, statistics, sys
 out, runs, before_commit, after_commit = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 def load(side):
     return [json.load(open(f"{out}/{side}-{i}.json")) for i in range(1, runs + 1)]
@@ -68,7 +70,7 @@ for n in names:
         continue
     lines.append(f"| {n} | {b:,.1f} | {a:,.1f} | {a / b:.3f} | {bp:.2f} | {ap:.2f} |")
 text = "\n".join(lines) + "\n"
-open("bench/results/alternate.md", "w").write(text)
+open(os.environ.get("BENCH_ALTERNATE_MD", "bench/results/alternate.md"), "w").write(text)
 print(text)
 EOF
 rm -rf "$out"
