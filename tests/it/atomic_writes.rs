@@ -6,7 +6,7 @@
 use reqwest::Method;
 use serde_json::json;
 
-use crate::helpers::{Backend, PASSWORD, TestApp, TestEnv, email, now_code, secret_of, sql};
+use crate::helpers::{Backend, PASSWORD, Reply, TestApp, TestEnv, email, now_code, sql};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -75,22 +75,10 @@ async fn a_failed_totp_activation_enables_nothing(b: Backend) {
     let app = env.spawn().await;
     let e = email("atomic");
     let token = app.user_with_session(&e).await;
-    let enrolment = app
-        .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
-        .await;
-    assert_eq!(enrolment.status, 200, "{}", enrolment.text);
-    let secret = secret_of(&enrolment.json());
-    let code = now_code(&secret, 0);
+    let code = now_code(&app.enroll_totp(&token).await, 0);
 
     break_writes(&env, "backup_codes", "INSERT").await;
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/mfa/totp/activate",
-            &token,
-            Some(json!({ "code": code })),
-        )
-        .await;
+    let r = app.activate_totp(&token, &code).await;
     assert!(!r.status.is_success(), "{} {}", r.status, r.text);
     assert!(!r.text.contains("injected fault"), "{}", r.text);
     assert_eq!(mfa_state(&app, &token).await, (false, "aal1".into()));
@@ -104,14 +92,7 @@ async fn a_failed_totp_activation_enables_nothing(b: Backend) {
 
     heal(&env, "backup_codes").await;
     // The same code activates now: its time step was not claimed either.
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/mfa/totp/activate",
-            &token,
-            Some(json!({ "code": code })),
-        )
-        .await;
+    let r = app.activate_totp(&token, &code).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(mfa_state(&app, &token).await, (true, "aal2".into()));
     app.shutdown().await;
@@ -142,10 +123,7 @@ async fn a_failed_backup_code_regeneration_keeps_the_old_codes(b: Backend) {
 
     let status = app.get_bearer("/v1/mfa/backup-codes", &token).await;
     assert_eq!(status.json()["remaining"], 10, "{}", status.text);
-    let pending = app.login(&e, PASSWORD).await.json()["session_token"]
-        .as_str()
-        .expect("a pending token")
-        .to_string();
+    let pending = app.pending_login(&e).await;
     let r = app
         .send_bearer(
             Method::POST,
@@ -156,6 +134,16 @@ async fn a_failed_backup_code_regeneration_keeps_the_old_codes(b: Backend) {
         .await;
     assert_eq!(r.status, 200, "an old code still works: {}", r.text);
     app.shutdown().await;
+}
+
+async fn change_password(app: &TestApp, token: &str, new_password: &str) -> Reply {
+    app.send_bearer(
+        Method::POST,
+        "/v1/password/change",
+        token,
+        Some(json!({ "current_password": PASSWORD, "new_password": new_password })),
+    )
+    .await
 }
 
 // covers: ASVS-2.3.3
@@ -170,14 +158,7 @@ async fn a_failed_password_change_keeps_the_password_and_the_sessions(b: Backend
     let new_password = "a wholly different passphrase 4 atomicity";
 
     break_writes(&env, "sessions", "DELETE").await;
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/password/change",
-            &token,
-            Some(json!({ "current_password": PASSWORD, "new_password": new_password })),
-        )
-        .await;
+    let r = change_password(&app, &token, new_password).await;
     assert!(!r.status.is_success(), "{} {}", r.status, r.text);
     heal(&env, "sessions").await;
 
@@ -186,14 +167,7 @@ async fn a_failed_password_change_keeps_the_password_and_the_sessions(b: Backend
     assert_eq!(app.login(&e, new_password).await.status, 401);
 
     // Without the fault the same change goes through and ends `other`.
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/password/change",
-            &token,
-            Some(json!({ "current_password": PASSWORD, "new_password": new_password })),
-        )
-        .await;
+    let r = change_password(&app, &token, new_password).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(app.get_bearer("/v1/session", &other).await.status, 401);
     assert_eq!(app.login(&e, new_password).await.status, 200);

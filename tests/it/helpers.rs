@@ -489,22 +489,39 @@ pub struct EnabledTotp {
 }
 
 impl TestApp {
-    /// Enrols and activates TOTP for the user of the session `token`.
-    pub async fn enable_totp(&self, token: &str) -> EnabledTotp {
+    /// Starts a TOTP enrolment for the user of the session `token`.
+    pub async fn enroll_totp(&self, token: &str) -> castellan::domain::TotpSecret {
         let enrolment = self
             .send_bearer(Method::POST, "/v1/mfa/totp/enroll", token, None)
             .await;
         assert_eq!(enrolment.status, 200, "{}", enrolment.text);
-        let secret = secret_of(&enrolment.json());
+        secret_of(&enrolment.json())
+    }
+
+    /// `POST /v1/mfa/totp/activate` with `code`, whatever it answers.
+    pub async fn activate_totp(&self, token: &str, code: &str) -> Reply {
+        self.send_bearer(
+            Method::POST,
+            "/v1/mfa/totp/activate",
+            token,
+            Some(json!({ "code": code })),
+        )
+        .await
+    }
+
+    /// A password login of a user with a second factor: the pending token.
+    pub async fn pending_login(&self, email: &str) -> String {
+        let r = self.login(email, PASSWORD).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.json()["session"]["mfa_pending"], true);
+        r.json()["session_token"].as_str().unwrap().to_string()
+    }
+
+    /// Enrols and activates TOTP for the user of the session `token`.
+    pub async fn enable_totp(&self, token: &str) -> EnabledTotp {
+        let secret = self.enroll_totp(token).await;
         let activation_code = now_code(&secret, 0);
-        let r = self
-            .send_bearer(
-                Method::POST,
-                "/v1/mfa/totp/activate",
-                token,
-                Some(json!({"code": activation_code})),
-            )
-            .await;
+        let r = self.activate_totp(token, &activation_code).await;
         assert_eq!(r.status, 200, "{}", r.text);
         let backup_codes = r.json()["backup_codes"]
             .as_array()

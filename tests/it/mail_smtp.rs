@@ -10,10 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use castellan::config::{Config, SmtpTls};
-use reqwest::Method;
-use serde_json::json;
 
-use crate::helpers::{Backend, TestApp, TestEnv, email, now_code, secret_of};
+use crate::helpers::{Backend, TestApp, TestEnv, email, now_code};
 use crate::pg_cluster::{TestCa, Validity};
 
 fn free_port() -> u16 {
@@ -173,20 +171,9 @@ async fn env_with_smtp(port: u16, tls: &str) -> TestEnv {
 async fn turn_on_totp(app: &TestApp) -> (String, Duration) {
     let e = email("smtp");
     let token = app.user_with_session(&e).await;
-    let enrolment = app
-        .send_bearer(Method::POST, "/v1/mfa/totp/enroll", &token, None)
-        .await;
-    assert_eq!(enrolment.status, 200, "{}", enrolment.text);
-    let code = now_code(&secret_of(&enrolment.json()), 0);
+    let code = now_code(&app.enroll_totp(&token).await, 0);
     let started = Instant::now();
-    let r = app
-        .send_bearer(
-            Method::POST,
-            "/v1/mfa/totp/activate",
-            &token,
-            Some(json!({ "code": code })),
-        )
-        .await;
+    let r = app.activate_totp(&token, &code).await;
     let took = started.elapsed();
     assert_eq!(r.status, 200, "{}", r.text);
     (e, took)

@@ -49,14 +49,6 @@ async fn mfa_user_with_activation_code(
     (e, secret, codes, token, activation_code)
 }
 
-/// A password login of an MFA user: the pending token.
-async fn pending(app: &TestApp, e: &str) -> String {
-    let r = app.login(e, PASSWORD).await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.json()["session"]["mfa_pending"], true);
-    r.json()["session_token"].as_str().unwrap().to_string()
-}
-
 async fn mfa_step(app: &TestApp, pending: &str, body: Value) -> crate::helpers::Reply {
     app.send_bearer(Method::POST, "/v1/login/mfa", pending, Some(body))
         .await
@@ -196,7 +188,7 @@ fn percent_decode(s: &str) -> String {
 async fn mfa_login_is_a_separate_state_and_rotates_the_token(b: Backend) {
     let app = spawn_app(b).await;
     let (e, secret, _codes, _) = mfa_user(&app).await;
-    let pending_token = pending(&app, &e).await;
+    let pending_token = app.pending_login(&e).await;
     for (method, path) in [
         (Method::GET, "/v1/session"),
         (Method::GET, "/v1/sessions"),
@@ -262,7 +254,7 @@ async fn mfa_login_is_a_separate_state_and_rotates_the_token(b: Backend) {
         .await
         .assert_error(400, "invalid_request");
     // Pending sessions may log out.
-    let another = pending(&app, &e).await;
+    let another = app.pending_login(&e).await;
     assert_eq!(
         app.send_bearer(Method::POST, "/v1/logout", &another, None)
             .await
@@ -278,7 +270,7 @@ async fn totp_codes_are_accepted_once(b: Backend) {
     let app = spawn_app(b).await;
     let (e, secret, _codes, _, used_at_activation) = mfa_user_with_activation_code(&app).await;
     // The activation code already counts as used.
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     let r = mfa_step(&app, &p, json!({"totp_code": used_at_activation})).await;
     r.assert_error(401, "invalid_credentials");
     // T+1 works once; then the same code and the earlier step T are refused.
@@ -287,7 +279,7 @@ async fn totp_codes_are_accepted_once(b: Backend) {
         mfa_step(&app, &p, json!({"totp_code": next})).await.status,
         200
     );
-    let p2 = pending(&app, &e).await;
+    let p2 = app.pending_login(&e).await;
     mfa_step(&app, &p2, json!({"totp_code": next}))
         .await
         .assert_error(401, "invalid_credentials");
@@ -301,7 +293,7 @@ async fn totp_codes_are_accepted_once(b: Backend) {
 async fn five_wrong_codes_end_the_pending_session(b: Backend) {
     let app = spawn_app(b).await;
     let (e, secret, _codes, _) = mfa_user(&app).await;
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     let wrong = if now_code(&secret, 1) == "000000" {
         "000001"
     } else {
@@ -322,7 +314,7 @@ async fn five_wrong_codes_end_the_pending_session(b: Backend) {
 async fn backup_codes_work_once_and_report_what_remains(b: Backend) {
     let app = spawn_app(b).await;
     let (e, _secret, codes, _) = mfa_user(&app).await;
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     // Any case, with spaces instead of dashes.
     let typed = codes[3].to_lowercase().replace('-', " ");
     let r = mfa_step(&app, &p, json!({"backup_code": typed})).await;
@@ -332,7 +324,7 @@ async fn backup_codes_work_once_and_report_what_remains(b: Backend) {
     let full = r.json()["session_token"].as_str().unwrap().to_string();
     let status = app.get_bearer("/v1/mfa/backup-codes", &full).await;
     assert_eq!(status.json(), json!({"remaining": 9, "total": 10}));
-    let p2 = pending(&app, &e).await;
+    let p2 = app.pending_login(&e).await;
     mfa_step(&app, &p2, json!({"backup_code": codes[3]}))
         .await
         .assert_error(401, "invalid_credentials");
@@ -354,7 +346,7 @@ async fn one_backup_code_sent_twenty_times_at_once_succeeds_once(b: Backend) {
     let (e, _secret, codes, _) = mfa_user(&app).await;
     let mut pendings = Vec::new();
     for _ in 0..20 {
-        pendings.push(pending(&app, &e).await);
+        pendings.push(app.pending_login(&e).await);
     }
     let requests = pendings
         .into_iter()
@@ -379,7 +371,7 @@ async fn removing_totp_needs_aal2_and_a_fresh_reauthentication(b: Backend) {
     env.set("CASTELLAN_REAUTH_WINDOW", "1s");
     let app = env.spawn().await;
     let (e, secret, codes, _) = mfa_user(&app).await;
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     let full = mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .json()["session_token"]
@@ -485,7 +477,7 @@ async fn regenerating_backup_codes_invalidates_the_old_ones(b: Backend) {
         .map(|c| c.as_str().unwrap().to_string())
         .collect();
     assert_eq!(new_codes.len(), 10);
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     mfa_step(&app, &p, json!({"backup_code": old_codes[2]}))
         .await
         .assert_error(401, "invalid_credentials");
@@ -582,7 +574,7 @@ async fn a_tampered_secret_fails_closed(b: Backend) {
         .reseal_totp(user, &record.sealed_secret)
         .await
         .unwrap();
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .assert_error(401, "invalid_credentials");
@@ -623,7 +615,7 @@ async fn the_drift_window_is_one_step_each_side(b: Backend) {
     clock.advance(Duration::from_secs(600));
     let t = clock_now(&clock);
     let code = |offset: i64| secret.code_at((t as i64 + offset * 30) as u64, 6).unwrap();
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     mfa_step(&app, &p, json!({"totp_code": code(-2)}))
         .await
         .assert_error(401, "invalid_credentials");
@@ -637,7 +629,7 @@ async fn the_drift_window_is_one_step_each_side(b: Backend) {
         200,
         "T-1 accepted"
     );
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     assert_eq!(
         mfa_step(&app, &p, json!({"totp_code": code(0)}))
             .await
@@ -645,7 +637,7 @@ async fn the_drift_window_is_one_step_each_side(b: Backend) {
         200,
         "T accepted"
     );
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     assert_eq!(
         mfa_step(&app, &p, json!({"totp_code": code(1)}))
             .await
@@ -693,8 +685,8 @@ async fn one_totp_code_on_two_nodes_at_once_succeeds_once() {
     let a = env.spawn().await;
     let b = env.spawn().await;
     let (e, secret, _codes, _) = mfa_user(&a).await;
-    let pa = pending(&a, &e).await;
-    let pb = pending(&b, &e).await;
+    let pa = a.pending_login(&e).await;
+    let pb = b.pending_login(&e).await;
     let code = now_code(&secret, 1);
     let (ra, rb) = tokio::join!(
         mfa_step(&a, &pa, json!({"totp_code": code})),
@@ -738,7 +730,7 @@ async fn an_independent_authenticator_completes_enrolment_and_login() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let p = pending(&app, &e).await;
+    let p = app.pending_login(&e).await;
     let r = mfa_step(&app, &p, json!({"totp_code": code_at(1)})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["session"]["aal"], "aal2");
