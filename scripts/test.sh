@@ -23,6 +23,22 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Disk is finite on CI machines (a run once died of "No space left on device"
+# in PostgreSQL), so the log says what the run takes: free space as it goes.
+disk_note() {
+    local where
+    where=$(df -h --output=avail,target "${CARGO_TARGET_DIR:-$PWD}" /tmp 2>/dev/null \
+        | awk 'NR > 1 && !seen[$2]++ { printf "%s%s free on %s", sep, $1, $2; sep = ", " }')
+    step "disk ($1): ${where:-unknown}"
+}
+disk_note "start"
+
+# A fresh machine gains nothing from incremental compilation, which would
+# write gigabytes of caches next to the build; local runs keep it.
+if [ "${CI:-}" = true ] && [ -z "${CARGO_INCREMENTAL:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+
 IS_ROOT=0
 if [ "$(id -u)" -eq 0 ]; then IS_ROOT=1; fi
 
@@ -192,6 +208,10 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null
 }
 
+# Every CREATE DATABASE writes its template (about 8 MB) to the WAL; a small
+# max_wal_size recycles those segments at checkpoints instead of keeping 1 GB.
+PG_SPACE_SETTINGS="-c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=96MB -c min_wal_size=32MB"
+
 PG_PORT=""
 port=55432
 attempts=0
@@ -203,7 +223,7 @@ while [ "$attempts" -lt 10 ] && [ "$port" -lt 65535 ]; do
     attempts=$((attempts + 1))
     step "starting PostgreSQL $PG_VERSION on 127.0.0.1:$port"
     if as_pg "$PG_BIN/pg_ctl" -w -t 60 -D "$PG_DATA" -l "$PG_LOG" \
-        -o "-p $port -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        -o "-p $port -k $PG_SOCK -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c full_page_writes=off $PG_SPACE_SETTINGS" \
         start >/dev/null; then
         PG_PORT=$port
         PG_STARTED=1
@@ -245,6 +265,7 @@ if [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" = 1 ]; then
 else
     step "${runner[*]}"
     "${runner[@]}" || test_rc=$?
+    disk_note "after the cargo tests; test cluster $(du -sh "$PG_DATA" 2>/dev/null | cut -f1)"
 fi
 
 if [ -f src/lib.rs ] && [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" != 1 ]; then
@@ -311,5 +332,6 @@ if [ "$#" -eq 0 ] && [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" != 1 ] && [ -z "${CASTE
     if [ "$test_rc" -eq 0 ]; then test_rc=$grade_rc; fi
 fi
 
+disk_note "end"
 if [ "$test_rc" -eq 0 ]; then step "all tests passed"; else step "tests FAILED (exit $test_rc)"; fi
 exit "$test_rc"

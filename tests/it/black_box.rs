@@ -333,7 +333,7 @@ async fn two_migrate_processes_at_once_both_succeed() {
     let dir = tempfile::tempdir().unwrap();
     let pg = fresh_pg_database().await;
     let sqlite = format!("sqlite://{}", dir.path().join("m.db").display());
-    for url in [sqlite, pg] {
+    for url in [sqlite, pg.url.clone()] {
         let spawn = || {
             castellan(dir.path())
                 .arg("migrate")

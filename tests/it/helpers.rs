@@ -51,8 +51,18 @@ pub fn pg_admin_url() -> String {
     })
 }
 
-/// Creates a fresh database on the test cluster and returns its URL.
-pub async fn fresh_pg_database() -> String {
+/// A database of its own on the test cluster, dropped with this value.
+///
+/// Every PostgreSQL test makes one. Kept, they would fill the cluster's disk
+/// (about 8 MB each, several hundred per run), which is how a CI run once
+/// ended in "No space left on device".
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+/// Creates a fresh database on the test cluster.
+pub async fn fresh_pg_database() -> PgDatabase {
     let admin = pg_admin_url();
     let name = format!("t_{}", uuid::Uuid::new_v4().simple());
     let mut conn = sqlx::PgConnection::connect(&admin)
@@ -64,7 +74,55 @@ pub async fn fresh_pg_database() -> String {
         .expect("create test database");
     let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
     let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
-    format!("{base}/{name}?{query}")
+    PgDatabase {
+        url: format!("{base}/{name}?{query}"),
+        name,
+    }
+}
+
+impl Drop for PgDatabase {
+    /// Best effort: a test that failed must not also fail here, and the
+    /// cluster is thrown away at the end of the run anyway. `Drop` may run on
+    /// a runtime worker, where blocking on a future is not allowed, so the
+    /// statement runs on a thread with a runtime of its own.
+    #[expect(
+        clippy::print_stderr,
+        reason = "a test's own output, shown when it fails"
+    )]
+    fn drop(&mut self) {
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.ok()?;
+                sqlx::query(sqlx::AssertSqlSafe(statement))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(_))) {
+            eprintln!("test database {} was not dropped", self.name);
+        }
+    }
+}
+
+/// What one test writes outside its process: a temp dir (the SQLite file,
+/// the mail folder) and, on PostgreSQL, a database. Both go when the last
+/// holder (the settings or an app started from them) lets go.
+pub struct Scratch {
+    dir: tempfile::TempDir,
+    database: Option<PgDatabase>,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
 }
 
 /// A fixed test key (base64 of 32 bytes).
@@ -73,13 +131,17 @@ pub const TEST_SECRET_KEY: &str = "dGVzdC1rZXktdGVzdC1rZXktdGVzdC1rZXktdGVzdC0="
 /// Settings for one test: a temp data dir, port 0, a fresh database.
 pub struct TestEnv {
     pub vars: BTreeMap<String, String>,
-    pub dir: Arc<tempfile::TempDir>,
+    pub dir: Arc<Scratch>,
     pub backend: Backend,
 }
 
 impl TestEnv {
     pub async fn new(backend: Backend) -> Self {
-        let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let database = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(fresh_pg_database().await),
+        };
         let mut vars = BTreeMap::new();
         let mut set = |k: &str, v: String| {
             vars.insert(k.to_string(), v);
@@ -95,13 +157,14 @@ impl TestEnv {
         );
         set("CASTELLAN_SECRET_KEY", TEST_SECRET_KEY.into());
         set("CASTELLAN_SHUTDOWN_TIMEOUT", "1s".into());
-        match backend {
-            Backend::Sqlite => set(
+        match &database {
+            None => set(
                 "CASTELLAN_DATABASE_URL",
                 format!("sqlite://{}", dir.path().join("castellan.db").display()),
             ),
-            Backend::Postgres => set("CASTELLAN_DATABASE_URL", fresh_pg_database().await),
+            Some(pg) => set("CASTELLAN_DATABASE_URL", pg.url.clone()),
         }
+        let dir = Arc::new(Scratch { dir, database });
         Self { vars, dir, backend }
     }
 
@@ -147,7 +210,7 @@ pub struct TestApp {
     pub admin_base: Option<String>,
     pub client: reqwest::Client,
     pub auth: Auth,
-    pub dir: Arc<tempfile::TempDir>,
+    pub dir: Arc<Scratch>,
     running: Option<Running>,
 }
 
@@ -211,7 +274,7 @@ impl Reply {
 pub const PASSWORD: &str = "correct horse battery staple";
 
 impl TestApp {
-    pub fn new(running: Running, dir: Arc<tempfile::TempDir>) -> Self {
+    pub fn new(running: Running, dir: Arc<Scratch>) -> Self {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
