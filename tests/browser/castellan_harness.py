@@ -223,6 +223,7 @@ def check_headers(headers, name, authenticated, allowed_origins=("https://app.ex
     for source in csp.get("form-action", []):
         assert source == "'self'" or source in allowed_origins, f"{name}: form-action {source}"
     assert h.get("referrer-policy") == "no-referrer", name
+    assert h.get("cross-origin-opener-policy") == "same-origin", name
     assert h.get("x-content-type-options") == "nosniff", name
     if authenticated:
         assert "no-store" in h.get("cache-control", ""), f"{name}: cache-control {h.get('cache-control')}"

@@ -358,7 +358,7 @@ def test_sources_escape_output_and_ship_no_dangerous_script():
             assert banned not in code, f"{path}: {banned}"
 
 
-# covers: ASVS-3.4.3, ASVS-3.7.1, ASVS-1.3.2
+# covers: ASVS-3.4.3, ASVS-3.7.1, ASVS-1.3.2, ASVS-3.4.8
 def test_every_page_has_strict_headers_and_no_plugins(server, browser, backend):
     base = server.url
     ctx = browser.new_context()

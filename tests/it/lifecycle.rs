@@ -57,7 +57,7 @@ async fn flush(app: &TestApp) {
     app.auth.mailer().flush().await;
 }
 
-// covers: ASVS-6.2.2, ASVS-6.2.3, ASVS-7.4.3, N63B-20, ASVS-16.3.1
+// covers: ASVS-6.2.2, ASVS-6.2.3, ASVS-7.4.3, N63B-20, ASVS-16.3.1, ASVS-6.3.7
 async fn password_change_needs_the_current_password_and_ends_other_sessions(b: Backend) {
     let app = spawn_app(b).await;
     let e = email("change");
@@ -155,7 +155,7 @@ async fn new_passwords_meet_the_whole_policy(b: Backend) {
     }
 }
 
-// covers: ASVS-6.4.1, ASVS-6.4.3, ASVS-6.3.8, ASVS-2.3.1, ASVS-1.2.2, ASVS-14.2.1, N63B-21, ASVS-16.3.3
+// covers: ASVS-6.4.1, ASVS-6.4.3, ASVS-6.3.8, ASVS-2.3.1, ASVS-1.2.2, ASVS-14.2.1, N63B-21, ASVS-16.3.3, ASVS-6.3.7
 async fn reset_is_uniform_single_use_and_ends_every_session(b: Backend) {
     let app = spawn_app(b).await;
     let e = email("reset");

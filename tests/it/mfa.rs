@@ -54,7 +54,7 @@ async fn mfa_step(app: &TestApp, pending: &str, body: Value) -> crate::helpers::
         .await
 }
 
-// covers: RFC-03, RFC-04, ASVS-6.5.3, ASVS-6.5.4, ASVS-1.2.2, ASVS-2.3.1, N63B-12, N63B-14, N63B-20, ASVS-1.3.4
+// covers: RFC-03, RFC-04, ASVS-6.5.3, ASVS-6.5.4, ASVS-1.2.2, ASVS-2.3.1, N63B-12, N63B-14, N63B-20, ASVS-1.3.4, ASVS-6.3.7
 async fn enrolment_gives_a_160_bit_secret_uri_and_qr_and_activation_issues_codes(b: Backend) {
     let app = spawn_app(b).await;
     let e = format!(
@@ -310,7 +310,7 @@ async fn five_wrong_codes_end_the_pending_session(b: Backend) {
     assert!(app.has_event("session_revoked", "by", "mfa_failures").await);
 }
 
-// covers: ASVS-6.5.1, N63B-13, N63B-20, ASVS-16.3.3
+// covers: ASVS-6.5.1, N63B-13, N63B-20, ASVS-16.3.3, ASVS-6.3.7
 async fn backup_codes_work_once_and_report_what_remains(b: Backend) {
     let app = spawn_app(b).await;
     let (e, _secret, codes, _) = mfa_user(&app).await;
@@ -365,7 +365,7 @@ async fn one_backup_code_sent_twenty_times_at_once_succeeds_once(b: Backend) {
     );
 }
 
-// covers: ASVS-7.5.1, ASVS-6.4.4, ASVS-6.5.6, ASVS-2.1.2, ASVS-2.2.3, ASVS-7.5.3, N63B-20
+// covers: ASVS-7.5.1, ASVS-6.4.4, ASVS-6.5.6, ASVS-2.1.2, ASVS-2.2.3, ASVS-7.5.3, N63B-20, ASVS-6.3.7
 async fn removing_totp_needs_aal2_and_a_fresh_reauthentication(b: Backend) {
     let mut env = TestEnv::new(b).await;
     env.set("CASTELLAN_REAUTH_WINDOW", "1s");
@@ -457,7 +457,7 @@ async fn removing_totp_needs_aal2_and_a_fresh_reauthentication(b: Backend) {
     }
 }
 
-// covers: ASVS-6.5.1, N63B-20
+// covers: ASVS-6.5.1, N63B-20, ASVS-6.3.7
 async fn regenerating_backup_codes_invalidates_the_old_ones(b: Backend) {
     let app = spawn_app(b).await;
     let (e, _secret, old_codes, token) = mfa_user(&app).await;

@@ -7,12 +7,13 @@
 //! Security at the pages: the session cookie only (no token in a page, URL
 //! or storage), a CSRF token in every form ([`forms`]), a strict CSP with no
 //! inline script or style ([`page_headers`]), `Cache-Control: no-store`,
+//! `Cross-Origin-Opener-Policy: same-origin`,
 //! HTML error pages for HTML requests ([`errors`]).
 
 use askama::Template;
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -119,6 +120,12 @@ pub fn set_page_headers(state: &AppState, response: &mut Response) {
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
+    );
+    // A page opened from another site gets no handle on it (window.opener),
+    // and it gets none on pages it opens (ASVS 3.4.8).
+    h.insert(
+        HeaderName::from_static("cross-origin-opener-policy"),
+        HeaderValue::from_static("same-origin"),
     );
 }
 
