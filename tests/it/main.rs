@@ -20,6 +20,7 @@ mod db_faults;
 mod docs;
 mod doctor;
 mod forward_auth;
+mod guessing_limits;
 mod hostile;
 mod http_conventions;
 mod layers;
