@@ -259,6 +259,20 @@ else
 fi
 runner+=("${locked[@]}" "$@")
 
+# A whole run grades only its own results: reports left by an earlier run
+# (another nextest profile, a filtered run, a suite that failed then) would
+# otherwise count toward or against this run's security grade.
+NEXTEST_PROFILE=default
+if [ "${CI:-}" = true ]; then NEXTEST_PROFILE=ci; fi
+TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+export CASTELLAN_TEST_REPORTS="$TARGET_DIR/test-reports"
+whole_run=0
+if [ "$#" -eq 0 ] && [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" != 1 ] && [ -z "${CASTELLAN_TEST_SUITES:-}" ]; then
+    whole_run=1
+    rm -f target/nextest/*/junit.xml "$TARGET_DIR"/nextest/*/junit.xml
+    rm -f "$CASTELLAN_TEST_REPORTS"/*.xml
+fi
+
 test_rc=0
 if [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" = 1 ]; then
     step "skipping the cargo tests (CASTELLAN_TEST_SKIP_CARGO=1)"
@@ -289,8 +303,6 @@ fi
 # multi-node, operations kit, scanners). It gets the cluster above, the built
 # binary and a folder for JUnit reports, installs what it needs itself, and
 # exits non-zero on failure.
-TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-export CASTELLAN_TEST_REPORTS="$TARGET_DIR/test-reports"
 mkdir -p "$CASTELLAN_TEST_REPORTS"
 suite_wanted() {
     local name=$1
@@ -325,10 +337,15 @@ fi
 
 # ------------------------------------------------------- security grade
 # Only a whole run grades: a filtered run did not run every test that names a requirement.
-if [ "$#" -eq 0 ] && [ "${CASTELLAN_TEST_SKIP_CARGO:-0}" != 1 ] && [ -z "${CASTELLAN_TEST_SUITES:-}" ]; then
-    step "scripts/security-grade --min scripts/security-grade.min"
+if [ "$whole_run" = 1 ]; then
+    step "scripts/security-grade --min scripts/security-grade.min (this run's $NEXTEST_PROFILE profile and suite reports)"
     grade_rc=0
-    python3 scripts/security-grade --min scripts/security-grade.min || grade_rc=$?
+    # nextest keeps its reports under the workspace's target/ even when
+    # CARGO_TARGET_DIR points elsewhere.
+    python3 scripts/security-grade --min scripts/security-grade.min \
+        --reports "target/nextest/$NEXTEST_PROFILE/junit.xml" \
+        --reports "$TARGET_DIR/nextest/$NEXTEST_PROFILE/junit.xml" \
+        --reports "$CASTELLAN_TEST_REPORTS" || grade_rc=$?
     if [ "$test_rc" -eq 0 ]; then test_rc=$grade_rc; fi
 fi
 

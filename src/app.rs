@@ -85,7 +85,8 @@ async fn assemble(config: Config, clock: Arc<dyn Clock>, serving: bool) -> anyho
     };
     let previous: Vec<_> = config.previous_secret_key.iter().cloned().collect();
     let keys = Keys::derive(&master, &previous);
-    let hasher = Hasher::start(&config.hashing, keys.backup_pepper.clone())?;
+    let hasher = Hasher::start(&config.hashing, keys.backup_pepper.clone())?
+        .with_previous_peppers(keys.previous_backup_peppers.clone());
     let mailer = crate::mail::Mailer::new(&config.mail, config.token_lifetimes);
     Ok(Auth::new(config, store, keys, hasher, clock, mailer))
 }

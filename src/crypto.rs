@@ -44,6 +44,9 @@ pub struct Keys {
     account_token: Zeroizing<[u8; 32]>,
     /// Pepper mixed into backup-code hashes (Argon2 secret input).
     pub(crate) backup_pepper: Zeroizing<[u8; 32]>,
+    /// Peppers of previous master secrets: backup codes issued before a
+    /// rotation still verify (they are never hashed with these again).
+    pub(crate) previous_backup_peppers: Vec<Zeroizing<[u8; 32]>>,
     /// Seals TOTP secrets: the current key first, then decrypt-only keys
     /// derived from previous master secrets (key rotation).
     sealing: Vec<SealingKey>,
@@ -88,6 +91,8 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+const BACKUP_PEPPER_LABEL: &str = "castellan/v1/backup-code-pepper";
+
 fn derive(master: &[u8], label: &str) -> Zeroizing<[u8; 32]> {
     let mut out = Zeroizing::new([0u8; 32]);
     // HMAC accepts keys of any length, so this cannot fail.
@@ -109,7 +114,7 @@ fn hmac(key: &[u8; 32], data: &[u8]) -> [u8; 32] {
 
 impl Keys {
     /// Derives every key from the master secret; `previous` masters stay
-    /// usable for opening sealed values only.
+    /// usable for opening sealed values and checking backup codes only.
     pub fn derive(master: &SecretBytes, previous: &[SecretBytes]) -> Self {
         let mut sealing = vec![SealingKey::derive(master.expose())];
         sealing.extend(previous.iter().map(|p| SealingKey::derive(p.expose())));
@@ -117,7 +122,11 @@ impl Keys {
             token_hash: derive(master.expose(), "castellan/v1/session-token-hash"),
             csrf: derive(master.expose(), "castellan/v1/csrf"),
             account_token: derive(master.expose(), "castellan/v1/account-token-hash"),
-            backup_pepper: derive(master.expose(), "castellan/v1/backup-code-pepper"),
+            backup_pepper: derive(master.expose(), BACKUP_PEPPER_LABEL),
+            previous_backup_peppers: previous
+                .iter()
+                .map(|p| derive(p.expose(), BACKUP_PEPPER_LABEL))
+                .collect(),
             sealing,
         }
     }

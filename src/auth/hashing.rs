@@ -56,6 +56,9 @@ pub struct Hasher {
     /// Secret input to backup-code hashes, so a database dump alone
     /// cannot be brute-forced offline.
     pepper: Arc<Zeroizing<[u8; 32]>>,
+    /// Peppers of previous secret keys, tried after the current one so
+    /// codes issued before a key rotation keep working.
+    previous_peppers: Arc<Vec<Zeroizing<[u8; 32]>>>,
 }
 
 /// Backup codes carry 75 random bits, so a low cost suffices (NIST
@@ -253,7 +256,15 @@ impl Hasher {
             params,
             dummy_hash,
             pepper: Arc::new(pepper),
+            previous_peppers: Arc::new(Vec::new()),
         })
+    }
+
+    /// Also accepts backup codes hashed with these peppers (those of
+    /// previous secret keys). New codes always use the current pepper.
+    pub fn with_previous_peppers(mut self, previous: Vec<Zeroizing<[u8; 32]>>) -> Self {
+        self.previous_peppers = Arc::new(previous);
+        self
     }
 
     /// Jobs waiting for a thread right now.
@@ -316,7 +327,9 @@ impl Hasher {
         .map_err(HashError::Failed)
     }
 
-    /// Checks a backup code against its stored hash.
+    /// Checks a backup code against its stored hash, with the current
+    /// pepper and then each previous one (a wrong code costs one hash per
+    /// configured key).
     pub async fn verify_backup_code(
         &self,
         code: &BackupCode,
@@ -325,12 +338,15 @@ impl Hasher {
         let code = code.clone();
         let stored = stored.to_string();
         let pepper = self.pepper.clone();
+        let previous = self.previous_peppers.clone();
         self.run(move |_| {
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 return false;
             };
-            backup_argon2(pepper.as_slice())
-                .is_some_and(|a| a.verify_password(code.expose().as_bytes(), &parsed).is_ok())
+            std::iter::once(pepper.as_ref())
+                .chain(previous.iter())
+                .filter_map(|p| backup_argon2(p.as_slice()))
+                .any(|a| a.verify_password(code.expose().as_bytes(), &parsed).is_ok())
         })
         .await
     }
@@ -461,6 +477,25 @@ mod tests {
                 .await
                 .unwrap()
         );
+        // After a key rotation the old pepper is a previous one: old codes
+        // still verify, and new codes use the new pepper only.
+        let rotated = Hasher::start(&pool(1, 4, CHEAP), Zeroizing::new([4; 32]))
+            .unwrap()
+            .with_previous_peppers(vec![Zeroizing::new([3; 32])]);
+        assert!(
+            rotated
+                .verify_backup_code(&codes[0], &hashes[0])
+                .await
+                .unwrap()
+        );
+        assert!(
+            !rotated
+                .verify_backup_code(&codes[0], &hashes[1])
+                .await
+                .unwrap()
+        );
+        let fresh = rotated.hash_backup_codes(&codes[..1]).await.unwrap();
+        assert!(!h.verify_backup_code(&codes[0], &fresh[0]).await.unwrap());
     }
 
     #[tokio::test]

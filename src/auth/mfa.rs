@@ -397,6 +397,11 @@ impl Auth {
                         json!({"session_id": session.id, "by": "mfa_failures", "failures": failures}),
                     )
                     .await?;
+                    // Only one request reaches the limit, so one mail per
+                    // stopped sign-in; the account limits bound how many.
+                    self.mailer
+                        .notify(&user.email, Notice::SecondFactorFailed)
+                        .await;
                 }
                 Err(MfaError::InvalidCode)
             }

@@ -76,7 +76,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     secret(
         "previous_secret_key",
-        "the secret key before a rotation, kept only to open TOTP secrets sealed with it",
+        "the secret key before a rotation, kept only to open TOTP secrets sealed with it and check backup codes issued under it",
     ),
     secret(
         "audit_key",

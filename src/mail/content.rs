@@ -24,6 +24,9 @@ pub enum Notice {
     BackupCodeUsed {
         remaining: u32,
     },
+    /// The right password, then too many wrong second factors: the sign-in
+    /// was stopped, and someone may know the password.
+    SecondFactorFailed,
     PasswordChanged,
     PasswordReset,
     EmailVerified,
@@ -82,6 +85,7 @@ impl Notice {
             Self::TotpRemoved { .. } => "TotpRemoved",
             Self::BackupCodesRegenerated => "BackupCodesRegenerated",
             Self::BackupCodeUsed { .. } => "BackupCodeUsed",
+            Self::SecondFactorFailed => "SecondFactorFailed",
             Self::PasswordChanged => "PasswordChanged",
             Self::PasswordReset => "PasswordReset",
             Self::EmailVerified => "EmailVerified",
@@ -164,6 +168,15 @@ impl Notice {
                     Block::Text(format!(
                         "{remaining} unused codes remain; create new ones when few are left."
                     )),
+                    not_you(),
+                ],
+            ),
+            Self::SecondFactorFailed => (
+                "A sign-in to your account was stopped",
+                vec![
+                    text(
+                        "Someone entered the correct password for your account, then a wrong second-factor code several times, so that sign-in was stopped.",
+                    ),
                     not_you(),
                 ],
             ),

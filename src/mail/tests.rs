@@ -39,6 +39,7 @@ fn every_change_notice_says_what_to_do_if_it_was_not_you() {
         Notice::TotpRemoved { by_admin: true },
         Notice::BackupCodesRegenerated,
         Notice::BackupCodeUsed { remaining: 3 },
+        Notice::SecondFactorFailed,
         Notice::PasswordChanged,
         Notice::PasswordReset,
         Notice::EmailVerified,

@@ -171,6 +171,12 @@ async fn pending_session_limit(b: Backend, node_count: usize) {
         .send_bearer(Method::GET, "/v1/session", &pending, None)
         .await
         .assert_error(401, "unauthenticated");
+    let notices = apps[0]
+        .mails()
+        .iter()
+        .filter(|m| m.contains("A sign-in to your account was stopped"))
+        .count();
+    assert_eq!(notices, 1, "one notice, however many codes arrive at once");
 }
 
 async fn concurrent_wrong_codes_stop_at_the_pending_session_limit(b: Backend) {

@@ -10,7 +10,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    Backend, EnabledTotp, PASSWORD, TestApp, TestEnv, email, now_code, secret_of, spawn_app,
+    Backend, EnabledTotp, PASSWORD, TEST_SECRET_KEY, TestApp, TestEnv, email, now_code, secret_of,
+    spawn_app,
 };
 use crate::on_both_backends;
 
@@ -27,6 +28,7 @@ on_both_backends!(
     a_tampered_secret_fails_closed,
     the_drift_window_is_one_step_each_side,
     require_mfa_lets_users_enrol_then_everything_opens,
+    a_new_secret_key_with_the_previous_one_keeps_every_second_factor,
 );
 
 /// Registers a user with TOTP enabled; returns (email, secret, backup codes, aal2 token).
@@ -289,7 +291,7 @@ async fn totp_codes_are_accepted_once(b: Backend) {
     assert!(app.has_event("mfa_failed", "reason", "replay").await);
 }
 
-// covers: RFC-07, ASVS-2.3.1
+// covers: RFC-07, ASVS-2.3.1, ASVS-6.3.5
 async fn five_wrong_codes_end_the_pending_session(b: Backend) {
     let app = spawn_app(b).await;
     let (e, secret, _codes, _) = mfa_user(&app).await;
@@ -299,15 +301,31 @@ async fn five_wrong_codes_end_the_pending_session(b: Backend) {
     } else {
         "000000"
     };
-    for _ in 0..5 {
+    let stopped = |app: &TestApp| {
+        app.mails()
+            .iter()
+            .filter(|m| m.contains("A sign-in to your account was stopped"))
+            .count()
+    };
+    for attempt in 1..=5 {
         mfa_step(&app, &p, json!({"totp_code": wrong}))
             .await
             .assert_error(401, "invalid_credentials");
+        if attempt < 5 {
+            assert_eq!(stopped(&app), 0, "no notice before the limit");
+        }
     }
     mfa_step(&app, &p, json!({"totp_code": now_code(&secret, 1)}))
         .await
         .assert_error(401, "unauthenticated");
     assert!(app.has_event("session_revoked", "by", "mfa_failures").await);
+    // The user learns that someone had the password (ASVS 6.3.5), once.
+    assert_eq!(stopped(&app), 1);
+    assert!(
+        app.mails()
+            .iter()
+            .any(|m| m.contains("correct password") && m.contains("If this was not you"))
+    );
 }
 
 // covers: ASVS-6.5.1, N63B-13, N63B-20, ASVS-16.3.3, ASVS-6.3.7
@@ -734,4 +752,53 @@ async fn an_independent_authenticator_completes_enrolment_and_login() {
     let r = mfa_step(&app, &p, json!({"totp_code": code_at(1)})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.json()["session"]["aal"], "aal2");
+}
+
+/// Base64 of 32 bytes: the key an operator rotates to.
+const ROTATED_SECRET_KEY: &str = "cm90YXRlZC1rZXktcm90YXRlZC1rZXktcm90YXRlZCE=";
+
+// covers: ASVS-11.1.1, ASVS-11.2.2
+async fn a_new_secret_key_with_the_previous_one_keeps_every_second_factor(b: Backend) {
+    let mut env = TestEnv::new(b).await;
+    // One server clock for the three runs, so each TOTP use has a step of
+    // its own (a step is accepted once).
+    let clock = Arc::new(ManualClock::new(time::OffsetDateTime::now_utc()));
+    let app = env.spawn_with_clock(clock.clone()).await;
+    let (e, secret, codes, token) = mfa_user(&app).await;
+    app.shutdown().await;
+    let totp_now = || secret.code_at(clock_now(&clock), 6).unwrap();
+
+    // The documented rotation: the new key, the old one as previous.
+    env.set("CASTELLAN_SECRET_KEY", ROTATED_SECRET_KEY)
+        .set("CASTELLAN_PREVIOUS_SECRET_KEY", TEST_SECRET_KEY);
+    let app = env.spawn_with_clock(clock.clone()).await;
+    app.get_bearer("/v1/session", &token)
+        .await
+        .assert_error(401, "unauthenticated");
+    // A backup code issued under the old key still completes a login ...
+    let p = app.pending_login(&e).await;
+    let r = mfa_step(&app, &p, json!({"backup_code": codes[0]})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    // ... and so does TOTP, whose secret is then sealed under the new key.
+    clock.advance(Duration::from_secs(120));
+    let p = app.pending_login(&e).await;
+    let r = mfa_step(&app, &p, json!({"totp_code": totp_now()})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    app.shutdown().await;
+
+    // Without the previous key: the re-sealed TOTP secret opens, and the
+    // codes issued under the old key are gone (as docs/configuration.md says).
+    env.vars.remove("CASTELLAN_PREVIOUS_SECRET_KEY");
+    let app = env.spawn_with_clock(clock.clone()).await;
+    clock.advance(Duration::from_secs(120));
+    let p = app.pending_login(&e).await;
+    mfa_step(&app, &p, json!({"backup_code": codes[1]}))
+        .await
+        .assert_error(401, "invalid_credentials");
+    let r = mfa_step(&app, &p, json!({"totp_code": totp_now()})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !app.has_event("mfa_failed", "reason", "secret_unreadable")
+            .await
+    );
 }
