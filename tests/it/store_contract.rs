@@ -1,5 +1,6 @@
 //! Every store method, on both backends, through the role traits (each
-//! trait method is called at least once here, not only through HTTP).
+//! trait method is called at least once here or in `store_contract/`, not
+//! only through HTTP; `every_store_trait_method_is_called_here` checks it).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +17,9 @@ use uuid::Uuid;
 
 use crate::helpers::{Backend, TestEnv};
 use crate::on_both_backends;
+
+mod limits;
+mod passkeys;
 
 on_both_backends!(
     users_are_unique_by_case_folded_email,
@@ -712,11 +716,74 @@ async fn prune_moves_the_checkpoint_and_records_itself(b: Backend) {
 }
 
 async fn ping_answers_and_names_the_backend(b: Backend) {
-    let (s, _env) = open(b).await;
+    let (s, env) = open(b).await;
     s.ping().await.unwrap();
     let expected = match b {
         Backend::Sqlite => "sqlite",
         Backend::Postgres => "postgres",
     };
     assert_eq!(s.backend(), expected);
+    // Only PostgreSQL has a pool: at most the configured size, and the
+    // ping above opened at least one connection.
+    let configured = castellan::app::store_options(&env.config())
+        .pool
+        .max_connections;
+    match (b, s.pool_stats()) {
+        (Backend::Sqlite, stats) => assert_eq!(stats, None),
+        (Backend::Postgres, Some((open, idle, max))) => {
+            assert_eq!(max, configured);
+            assert!((1..=max).contains(&open), "{open} open of {max}");
+            assert!(idle <= open as usize, "{idle} idle of {open}");
+        }
+        (Backend::Postgres, None) => panic!("PostgreSQL reports no pool"),
+    }
+}
+
+/// Names of the methods declared by the store's role traits.
+fn store_trait_methods() -> Vec<String> {
+    let mut methods = Vec::new();
+    for file in [
+        "src/store/mod.rs",
+        "src/store/limits.rs",
+        "src/store/passkeys.rs",
+    ] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut in_trait = false;
+        for line in text.lines() {
+            if line.starts_with("pub trait ") {
+                in_trait = true;
+            } else if in_trait && line == "}" {
+                in_trait = false;
+            } else if in_trait {
+                let decl = line.trim_start();
+                let name = decl
+                    .strip_prefix("async fn ")
+                    .or_else(|| decl.strip_prefix("fn "));
+                if let Some(name) = name {
+                    methods.push(name.split(['(', '<']).next().unwrap().to_string());
+                }
+            }
+        }
+    }
+    methods
+}
+
+#[test]
+fn every_store_trait_method_is_called_here() {
+    let mut tests = std::fs::read_to_string("tests/it/store_contract.rs").unwrap();
+    for entry in std::fs::read_dir("tests/it/store_contract").unwrap() {
+        tests += &std::fs::read_to_string(entry.unwrap().path()).unwrap();
+    }
+    let methods = store_trait_methods();
+    // The eight role traits and Store itself declare 64 methods today;
+    // far fewer means the parsing above went wrong, not that all is well.
+    assert!(methods.len() > 60, "found only {methods:?}");
+    let missing: Vec<_> = methods
+        .iter()
+        .filter(|m| !tests.contains(&format!(".{m}(")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "store trait methods no contract test calls: {missing:?}"
+    );
 }

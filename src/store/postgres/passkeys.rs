@@ -40,8 +40,7 @@ impl PasskeyStore for PgStore {
                 .bind(session)
                 .bind(new.purpose.as_str())
                 .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+                .await?;
         }
         sqlx::query(
             "INSERT INTO passkey_ceremonies
@@ -56,9 +55,8 @@ impl PasskeyStore for PgStore {
         .bind(new.now)
         .bind(new.expires_at)
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -75,8 +73,7 @@ impl PasskeyStore for PgStore {
         .bind(id)
         .bind(purpose.as_str())
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         row.map(|r| -> Result<Ceremony, sqlx::Error> {
             let user: Option<Uuid> = r.try_get(1)?;
             Ok(Ceremony {
@@ -95,8 +92,7 @@ impl PasskeyStore for PgStore {
         let done = sqlx::query("DELETE FROM passkey_ceremonies WHERE expires_at <= $1")
             .bind(now)
             .execute(&mut *conn)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -121,16 +117,14 @@ impl PasskeyStore for PgStore {
         .bind(new.backup_state)
         .bind(new.now)
         .execute(&mut *tx)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         if let Some(session) = raise_session {
             sqlx::query("UPDATE sessions SET aal = 'aal2' WHERE id = $1")
                 .bind(session)
                 .execute(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+                .await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -143,8 +137,7 @@ impl PasskeyStore for PgStore {
         )
         .bind(user.0)
         .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         rows.iter()
             .map(passkey_from_row)
             .collect::<Result<Vec<_>, _>>()
@@ -156,8 +149,7 @@ impl PasskeyStore for PgStore {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM passkeys WHERE user_id = $1")
             .bind(user.0)
             .fetch_one(&mut *conn)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -173,8 +165,7 @@ impl PasskeyStore for PgStore {
         )
         .bind(credential_id)
         .fetch_optional(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         row.as_ref()
             .map(passkey_from_row)
             .transpose()
@@ -196,8 +187,7 @@ impl PasskeyStore for PgStore {
         .bind(used.now)
         .bind(used.id)
         .execute(&mut *conn)
-        .await
-        .map_err(StoreError::from)?;
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -207,8 +197,7 @@ impl PasskeyStore for PgStore {
             .bind(now)
             .bind(id)
             .execute(&mut *conn)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         Ok(())
     }
 
@@ -219,8 +208,7 @@ impl PasskeyStore for PgStore {
             .bind(id)
             .bind(user.0)
             .execute(&mut *conn)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -237,15 +225,13 @@ impl PasskeyStore for PgStore {
             sqlx::query_scalar("SELECT mfa_enabled FROM users WHERE id = $1 FOR UPDATE")
                 .bind(user.0)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+                .await?;
         let name: Option<String> =
             sqlx::query_scalar("SELECT name FROM passkeys WHERE id = $1 AND user_id = $2")
                 .bind(id)
                 .bind(user.0)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(StoreError::from)?;
+                .await?;
         let Some(name) = name else {
             return Ok(PasskeyDeletion::NotFound);
         };
@@ -255,8 +241,7 @@ impl PasskeyStore for PgStore {
                     .bind(user.0)
                     .bind(id)
                     .fetch_one(&mut *tx)
-                    .await
-                    .map_err(StoreError::from)?;
+                    .await?;
             if others == 0 {
                 return Ok(PasskeyDeletion::LastFactor);
             }
@@ -264,9 +249,8 @@ impl PasskeyStore for PgStore {
         sqlx::query("DELETE FROM passkeys WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
-            .await
-            .map_err(StoreError::from)?;
-        tx.commit().await.map_err(StoreError::from)?;
+            .await?;
+        tx.commit().await?;
         Ok(PasskeyDeletion::Deleted(name))
     }
 
@@ -275,8 +259,7 @@ impl PasskeyStore for PgStore {
         let done = sqlx::query("DELETE FROM passkeys WHERE user_id = $1")
             .bind(user.0)
             .execute(&mut *conn)
-            .await
-            .map_err(StoreError::from)?;
+            .await?;
         Ok(done.rows_affected())
     }
 }

@@ -45,15 +45,12 @@ impl PasskeyStore for SqliteStore {
     async fn create_ceremony(&self, new: &NewCeremony) -> Result<(), StoreError> {
         let new = new.clone();
         self.write_op(Op::CreateCeremony, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(session) = new.session_id {
                 tx.execute(
                     "DELETE FROM passkey_ceremonies WHERE session_id = ?1 AND purpose = ?2",
                     params![session.to_string(), new.purpose.as_str()],
-                )
-                .map_err(StoreError::from)?;
+                )?;
             }
             tx.execute(
                 "INSERT INTO passkey_ceremonies
@@ -68,9 +65,8 @@ impl PasskeyStore for SqliteStore {
                     to_ms(new.now),
                     to_ms(new.expires_at)
                 ],
-            )
-            .map_err(StoreError::from)?;
-            tx.commit().map_err(StoreError::from)?;
+            )?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -103,12 +99,10 @@ impl PasskeyStore for SqliteStore {
 
     async fn purge_ceremonies(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.write_op(Op::PurgeCeremonies, move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM passkey_ceremonies WHERE expires_at <= ?1",
-                    [to_ms(now)],
-                )
-                .map_err(StoreError::from)?;
+            let n = conn.execute(
+                "DELETE FROM passkey_ceremonies WHERE expires_at <= ?1",
+                [to_ms(now)],
+            )?;
             Ok(n as u64)
         })
         .await
@@ -121,9 +115,7 @@ impl PasskeyStore for SqliteStore {
     ) -> Result<(), StoreError> {
         let new = new.clone();
         self.write_op(Op::InsertPasskey, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             tx.execute(
                 "INSERT INTO passkeys (id, user_id, credential_id, name, credential, sign_count,
                      backup_eligible, backup_state, created_at)
@@ -139,16 +131,14 @@ impl PasskeyStore for SqliteStore {
                     new.backup_state,
                     to_ms(new.now)
                 ],
-            )
-            .map_err(StoreError::from)?;
+            )?;
             if let Some(session) = raise_session {
                 tx.execute(
                     "UPDATE sessions SET aal = 'aal2' WHERE id = ?1",
                     [session.to_string()],
-                )
-                .map_err(StoreError::from)?;
+                )?;
             }
-            tx.commit().map_err(StoreError::from)?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -156,15 +146,11 @@ impl PasskeyStore for SqliteStore {
 
     async fn list_passkeys(&self, user: UserId) -> Result<Vec<PasskeyRecord>, StoreError> {
         self.read_op(Op::ListPasskeys, move |conn| {
-            let mut st = conn
-                .prepare_cached(&format!(
-                    "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = ?1
+            let mut st = conn.prepare_cached(&format!(
+                "SELECT {PASSKEY_COLUMNS} FROM passkeys WHERE user_id = ?1
                      ORDER BY created_at, id"
-                ))
-                .map_err(StoreError::from)?;
-            let rows = st
-                .query_map([user.0.to_string()], passkey_from_row)
-                .map_err(StoreError::from)?;
+            ))?;
+            let rows = st.query_map([user.0.to_string()], passkey_from_row)?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
                 .map_err(StoreError::from)
         })
@@ -173,13 +159,11 @@ impl PasskeyStore for SqliteStore {
 
     async fn count_passkeys(&self, user: UserId) -> Result<u32, StoreError> {
         self.read_op(Op::CountPasskeys, move |conn| {
-            let n: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM passkeys WHERE user_id = ?1",
-                    [user.0.to_string()],
-                    |r| r.get(0),
-                )
-                .map_err(StoreError::from)?;
+            let n: i64 = conn.query_row(
+                "SELECT count(*) FROM passkeys WHERE user_id = ?1",
+                [user.0.to_string()],
+                |r| r.get(0),
+            )?;
             Ok(u32::try_from(n).unwrap_or(u32::MAX))
         })
         .await
@@ -205,22 +189,20 @@ impl PasskeyStore for SqliteStore {
     async fn record_passkey_use(&self, used: &PasskeyUse) -> Result<bool, StoreError> {
         let used = used.clone();
         self.write_op(Op::RecordPasskeyUse, move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE passkeys SET credential = ?1, sign_count = ?2, backup_eligible = ?3,
+            let n = conn.execute(
+                "UPDATE passkeys SET credential = ?1, sign_count = ?2, backup_eligible = ?3,
                          backup_state = ?4, last_used_at = ?5
                      WHERE id = ?6 AND flagged_at IS NULL
                        AND (sign_count < ?2 OR (sign_count = 0 AND ?2 = 0))",
-                    params![
-                        used.credential,
-                        i64::from(used.sign_count),
-                        used.backup_eligible,
-                        used.backup_state,
-                        to_ms(used.now),
-                        used.id.to_string()
-                    ],
-                )
-                .map_err(StoreError::from)?;
+                params![
+                    used.credential,
+                    i64::from(used.sign_count),
+                    used.backup_eligible,
+                    used.backup_state,
+                    to_ms(used.now),
+                    used.id.to_string()
+                ],
+            )?;
             Ok(n == 1)
         })
         .await
@@ -231,8 +213,7 @@ impl PasskeyStore for SqliteStore {
             conn.execute(
                 "UPDATE passkeys SET flagged_at = ?1 WHERE id = ?2 AND flagged_at IS NULL",
                 params![to_ms(now), id.to_string()],
-            )
-            .map_err(StoreError::from)?;
+            )?;
             Ok(())
         })
         .await
@@ -241,12 +222,10 @@ impl PasskeyStore for SqliteStore {
     async fn rename_passkey(&self, user: UserId, id: Uuid, name: &str) -> Result<bool, StoreError> {
         let name = name.to_string();
         self.write_op(Op::RenamePasskey, move |conn| {
-            let n = conn
-                .execute(
-                    "UPDATE passkeys SET name = ?1 WHERE id = ?2 AND user_id = ?3",
-                    params![name, id.to_string(), user.0.to_string()],
-                )
-                .map_err(StoreError::from)?;
+            let n = conn.execute(
+                "UPDATE passkeys SET name = ?1 WHERE id = ?2 AND user_id = ?3",
+                params![name, id.to_string(), user.0.to_string()],
+            )?;
             Ok(n == 1)
         })
         .await
@@ -259,9 +238,7 @@ impl PasskeyStore for SqliteStore {
         keep_last_factor: bool,
     ) -> Result<PasskeyDeletion, StoreError> {
         self.write_op(Op::DeletePasskey, move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(StoreError::from)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let uid = user.0.to_string();
             let name: Option<String> = tx
                 .query_row(
@@ -269,27 +246,23 @@ impl PasskeyStore for SqliteStore {
                     params![id.to_string(), uid],
                     |r| r.get(0),
                 )
-                .optional()
-                .map_err(StoreError::from)?;
+                .optional()?;
             let Some(name) = name else {
                 return Ok(PasskeyDeletion::NotFound);
             };
             if keep_last_factor {
-                let (others, totp): (i64, bool) = tx
-                    .query_row(
-                        "SELECT (SELECT count(*) FROM passkeys WHERE user_id = ?1 AND id <> ?2),
+                let (others, totp): (i64, bool) = tx.query_row(
+                    "SELECT (SELECT count(*) FROM passkeys WHERE user_id = ?1 AND id <> ?2),
                                 (SELECT mfa_enabled FROM users WHERE id = ?1)",
-                        params![uid, id.to_string()],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )
-                    .map_err(StoreError::from)?;
+                    params![uid, id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
                 if others == 0 && !totp {
                     return Ok(PasskeyDeletion::LastFactor);
                 }
             }
-            tx.execute("DELETE FROM passkeys WHERE id = ?1", [id.to_string()])
-                .map_err(StoreError::from)?;
-            tx.commit().map_err(StoreError::from)?;
+            tx.execute("DELETE FROM passkeys WHERE id = ?1", [id.to_string()])?;
+            tx.commit()?;
             Ok(PasskeyDeletion::Deleted(name))
         })
         .await
@@ -297,12 +270,10 @@ impl PasskeyStore for SqliteStore {
 
     async fn remove_passkeys(&self, user: UserId) -> Result<u64, StoreError> {
         self.write_op(Op::RemovePasskeys, move |conn| {
-            let n = conn
-                .execute(
-                    "DELETE FROM passkeys WHERE user_id = ?1",
-                    [user.0.to_string()],
-                )
-                .map_err(StoreError::from)?;
+            let n = conn.execute(
+                "DELETE FROM passkeys WHERE user_id = ?1",
+                [user.0.to_string()],
+            )?;
             Ok(n as u64)
         })
         .await
