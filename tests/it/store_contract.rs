@@ -61,6 +61,16 @@ async fn user(s: &dyn Store, mail: &str) -> UserId {
     id
 }
 
+/// The ids of the user's sessions, newest first.
+async fn session_ids(s: &dyn Store, user: UserId) -> Vec<Uuid> {
+    s.list_sessions(user)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect()
+}
+
 fn session(user: UserId, at: OffsetDateTime, pending: bool) -> NewSession {
     NewSession {
         id: Uuid::new_v4(),
@@ -208,13 +218,7 @@ async fn the_session_cap_evicts_the_oldest_full_sessions_only(b: Backend) {
     assert!(s.create_session(&pending, 3).await.unwrap().is_empty());
     let newest = session(u, t0 + Duration::from_secs(20), false);
     assert_eq!(s.create_session(&newest, 3).await.unwrap(), [full[0]]);
-    let ids: Vec<_> = s
-        .list_sessions(u)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|x| x.id)
-        .collect();
+    let ids = session_ids(&*s, u).await;
     assert_eq!(ids.len(), 4);
     assert!(ids.contains(&pending.id) && !ids.contains(&full[0]));
 }
@@ -250,13 +254,7 @@ async fn purge_removes_expired_and_idle_sessions_only(b: Backend) {
             .unwrap()
             .is_empty()
     );
-    let left: Vec<_> = s
-        .list_sessions(u)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|x| x.id)
-        .collect();
+    let left = session_ids(&*s, u).await;
     assert_eq!(left, [fresh.id]);
 }
 
