@@ -250,6 +250,13 @@ fi
 locked=()
 if [ -f Cargo.lock ]; then locked=(--locked); fi
 
+# The security grade reads nextest's JUnit report, so a machine without
+# cargo-nextest gets it from crates.io (once; it lands in cargo's bin folder).
+if ! cargo nextest --version >/dev/null 2>&1; then
+    step "cargo install cargo-nextest --locked (the grade reads its JUnit reports)"
+    cargo install cargo-nextest --locked \
+        || printf 'could not install cargo-nextest: a whole run will have no report to grade\n'
+fi
 if cargo nextest --version >/dev/null 2>&1; then
     runner=(cargo nextest run --workspace --all-targets --no-fail-fast)
     if [ "${CI:-}" = true ]; then runner+=(--profile ci); fi
