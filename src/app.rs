@@ -197,6 +197,13 @@ pub async fn start_with_clock(config: Config, clock: Arc<dyn Clock>) -> anyhow::
         auth.clone(),
         shutdown.subscribe(),
     ));
+    // Histogram samples are kept until folded in: without this, a node
+    // nobody scrapes grows with every request it serves.
+    tokio::spawn(crate::jobs::every(
+        crate::metrics::UPKEEP_INTERVAL,
+        shutdown.subscribe(),
+        || async { crate::metrics::run_upkeep() },
+    ));
     let public = net::Listener {
         name: "public",
         app,

@@ -601,3 +601,42 @@ async fn database_metrics_move_with_the_traffic(b: Backend) {
     }
     assert!(!after.contains(&token), "no session token in metrics");
 }
+
+/// The recorder keeps each histogram sample until an upkeep pass or a
+/// scrape folds it in, so a serving node must run upkeep on its own: a node
+/// nobody scrapes grew by about 0.8 MiB a minute under load
+/// (docs/operations/scaling.md, soak). nextest runs each test in its own
+/// process, so the passes counted here are this node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_nobody_scrapes_folds_its_histogram_samples() {
+    let app = admin_app(Backend::Sqlite).await;
+    let before = castellan::metrics::upkeep_passes();
+    for _ in 0..3 {
+        assert_eq!(
+            app.send(Method::GET, "/health/live", None, &[])
+                .await
+                .status,
+            200
+        );
+    }
+    // Waits for the first pass; the deadline only bounds a failing run.
+    let deadline = std::time::Instant::now() + castellan::metrics::UPKEEP_INTERVAL * 6;
+    while castellan::metrics::upkeep_passes() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no upkeep pass within six intervals of serving"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    // Folded, not dropped: the samples are in the histogram.
+    let text = admin(&app, Method::GET, "/metrics", Some(ADMIN_TOKEN), &[])
+        .await
+        .text;
+    assert!(
+        sample(
+            &text,
+            r#"castellan_http_request_duration_seconds_count{route="/health/live",status="2xx"}"#
+        ) >= 3.0,
+        "{text}"
+    );
+}
