@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import os
+import random
 import shutil
 import signal
 import socket
@@ -31,10 +32,35 @@ AUDIT_KEY = base64.b64encode(bytes(range(32, 64))).decode()
 TIMEOUT = 15
 
 
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port free now, picked below the kernel's ephemeral range. A port from
+    that range (what binding to port 0 returns) can be taken by an outgoing
+    connection, such as a node's pool opening connections to PostgreSQL,
+    between the pick and the bind of the process it is meant for."""
+    top = _ephemeral_start()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10000, top)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free port found between 10000 and {top}")
 
 
 class Fatal(AssertionError):
@@ -329,7 +355,26 @@ backend nodes
         log = open(self.log, "a")
         self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.cfg)], stdout=log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
-        wait_until("haproxy up with every node", lambda: self.up_count() == len(self.nodes), 30)
+        def every_node_up():
+            if self.proc.poll() is not None:
+                raise Fatal(f"haproxy exited ({self.proc.returncode}):\n{self.tail()}")
+            return self.up_count() == len(self.nodes)
+        try:
+            wait_until("haproxy up with every node", every_node_up, 30)
+        except Fatal:
+            raise
+        except AssertionError as e:
+            try:
+                states = self.server_states()
+            except requests.RequestException as err:
+                states = f"stats unreachable: {err}"
+            raise AssertionError(f"{e}\nserver states: {states}\n{self.tail()}") from None
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
 
     def stats(self) -> list[dict]:
         text = requests.get(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=5).text
