@@ -604,7 +604,7 @@ async fn database_metrics_move_with_the_traffic(b: Backend) {
 
 /// The recorder keeps each histogram sample until an upkeep pass or a
 /// scrape folds it in, so a serving node must run upkeep on its own: a node
-/// nobody scrapes grew by about 0.8 MiB a minute under load
+/// nobody scrapes grew by about 0.7 MiB a minute under load
 /// (docs/operations/scaling.md, soak). nextest runs each test in its own
 /// process, so the passes counted here are this node's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

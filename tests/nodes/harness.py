@@ -48,9 +48,8 @@ def free_port() -> int:
     connection, such as a node's pool opening connections to PostgreSQL,
     between the pick and the bind of the process it is meant for."""
     top = _ephemeral_start()
-    rng = random.SystemRandom()
     for _ in range(200):
-        port = rng.randrange(10000, top)
+        port = random.randrange(10000, top)
         if port in _HANDED_OUT:
             continue
         with socket.socket() as s:
@@ -67,20 +66,35 @@ class Fatal(AssertionError):
     """A condition that no amount of waiting will fix (a process exited)."""
 
 
-def wait_until(what: str, check, timeout: float = 30.0, every: float = 0.1):
+def wait_until(what: str, check, timeout: float = 30.0, every: float = 0.1, detail=None):
+    """Polls `check` until it returns something true. On a timeout or a
+    `Fatal`, `detail()` (a log tail, say) is added to the failure."""
+
+    def fail(error: AssertionError):
+        if detail is None:
+            return error
+        return type(error)(f"{error}\n{detail()}")
+
     deadline = time.monotonic() + timeout
     while True:
         try:
             value = check()
             if value:
                 return value
-        except Fatal:
-            raise
+        except Fatal as e:
+            raise fail(e) from None
         except Exception:  # noqa: BLE001 - keep polling until the deadline
             pass
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            raise fail(AssertionError(f"timed out after {timeout}s waiting for {what}"))
         time.sleep(every)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
 
 
 # ------------------------------------------------------------------ PostgreSQL
@@ -246,10 +260,7 @@ class Node:
             if self.proc is not None and self.proc.poll() is not None:
                 raise Fatal(f"{self.name} exited ({self.proc.returncode})")
             return self.ready_status() == 200
-        try:
-            wait_until(f"{self.name} ready", check, timeout)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n{self.tail()}") from None
+        wait_until(f"{self.name} ready", check, timeout, detail=self.tail)
 
     def terminate(self) -> int:
         """SIGTERM and wait for the graceful exit; returns the exit code."""
@@ -280,10 +291,7 @@ class Node:
         return 0
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_path, lines)
 
 
 class HAProxy:
@@ -357,24 +365,18 @@ backend nodes
                                      stderr=subprocess.STDOUT, start_new_session=True)
         def every_node_up():
             if self.proc.poll() is not None:
-                raise Fatal(f"haproxy exited ({self.proc.returncode}):\n{self.tail()}")
+                raise Fatal(f"haproxy exited ({self.proc.returncode})")
             return self.up_count() == len(self.nodes)
-        try:
-            wait_until("haproxy up with every node", every_node_up, 30)
-        except Fatal:
-            raise
-        except AssertionError as e:
-            try:
-                states = self.server_states()
-            except requests.RequestException as err:
-                states = f"stats unreachable: {err}"
-            raise AssertionError(f"{e}\nserver states: {states}\n{self.tail()}") from None
 
-    def tail(self, lines: int = 30) -> str:
+        wait_until("haproxy up with every node", every_node_up, 30, detail=self.diagnosis)
+
+    def diagnosis(self) -> str:
+        """What HAProxy thinks of each node, and the end of its log."""
         try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+            states = self.server_states()
+        except requests.RequestException as err:
+            states = f"stats unreachable: {err}"
+        return f"server states: {states}\n{log_tail(self.log)}"
 
     def stats(self) -> list[dict]:
         text = requests.get(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=5).text
